@@ -1,0 +1,62 @@
+"""wkjupyter: a secure hub for huge volumetric images inside Jupyter.
+
+Import remote Zarr/OME-Zarr, N5 and Neuroglancer precomputed datasets without copying them,
+read them as arrays, and (in later parts) share them as OME-Zarr with expiring links.
+"""
+
+from __future__ import annotations
+
+from wkjupyter.datasource import AdditionalAxis, ChannelInfo, DataSource, Layer, MagLevel
+from wkjupyter.errors import (
+    DatasetNotFoundError,
+    InvalidKeyError,
+    LayerNotFoundError,
+    MetadataError,
+    PermissionDeniedError,
+    RemoteAccessError,
+    RemoteNotFoundError,
+    RemoteUnavailableError,
+    UnsupportedFormatError,
+    WkJupyterError,
+)
+from wkjupyter.geometry import BoundingBox, Mag, Vec3, VoxelSize
+from wkjupyter.sources import (
+    AccessOptions,
+    GcsCredential,
+    HttpCredential,
+    S3Credential,
+)
+from wkjupyter.sources.explore import ExploreReport, ExploreStep, explore, explore_async
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AccessOptions",
+    "AdditionalAxis",
+    "BoundingBox",
+    "ChannelInfo",
+    "DataSource",
+    "DatasetNotFoundError",
+    "ExploreReport",
+    "ExploreStep",
+    "GcsCredential",
+    "HttpCredential",
+    "InvalidKeyError",
+    "Layer",
+    "LayerNotFoundError",
+    "Mag",
+    "MagLevel",
+    "MetadataError",
+    "PermissionDeniedError",
+    "RemoteAccessError",
+    "RemoteNotFoundError",
+    "RemoteUnavailableError",
+    "S3Credential",
+    "UnsupportedFormatError",
+    "Vec3",
+    "VoxelSize",
+    "WkJupyterError",
+    "__version__",
+    "explore",
+    "explore_async",
+]

@@ -1,0 +1,67 @@
+"""The exceptions wkjupyter raises.
+
+Every error derives from :class:`WkJupyterError` and from the builtin a caller would
+naturally catch (``KeyError``, ``PermissionError``, ``ValueError`` ...). Messages say what
+failed, where (the URL) and what to do about it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DatasetNotFoundError",
+    "InvalidKeyError",
+    "LayerNotFoundError",
+    "MetadataError",
+    "PermissionDeniedError",
+    "RemoteAccessError",
+    "RemoteNotFoundError",
+    "RemoteUnavailableError",
+    "UnsupportedFormatError",
+    "WkJupyterError",
+]
+
+
+class WkJupyterError(Exception):
+    """Base class of every error wkjupyter raises."""
+
+
+class _KeyErrorMessage(KeyError):
+    # KeyError.__str__ repr()s its argument, which turns a sentence into a quoted string.
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class DatasetNotFoundError(WkJupyterError, _KeyErrorMessage):
+    """No dataset of that name is visible to the acting user."""
+
+
+class LayerNotFoundError(WkJupyterError, _KeyErrorMessage):
+    """The dataset has no layer (or mag) of that name."""
+
+
+class InvalidKeyError(WkJupyterError, _KeyErrorMessage):
+    """A storage key or URL path is malformed or tries to leave its root."""
+
+
+class RemoteNotFoundError(WkJupyterError, FileNotFoundError):
+    """The remote object does not exist (HTTP 404, missing file or key)."""
+
+
+class RemoteAccessError(WkJupyterError, PermissionError):
+    """The remote storage refused access (HTTP 401/403, bad or missing credentials)."""
+
+
+class RemoteUnavailableError(WkJupyterError, ConnectionError):
+    """The remote storage could not be reached or failed (timeout, DNS, 5xx)."""
+
+
+class PermissionDeniedError(WkJupyterError, PermissionError):
+    """The acting user lacks the right to do this."""
+
+
+class MetadataError(WkJupyterError, ValueError):
+    """Metadata was found but is malformed or inconsistent."""
+
+
+class UnsupportedFormatError(WkJupyterError, ValueError):
+    """The data is in a format, data type, codec or encoding wkjupyter cannot read."""

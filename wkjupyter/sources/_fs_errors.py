@@ -1,0 +1,141 @@
+"""Storage errors from aiohttp, fsspec, s3fs/botocore and gcsfs, mapped to ours.
+
+ARCHITECTURE.md §3: 404 is "not stored", 401/403 :class:`~wkjupyter.errors.RemoteAccessError`,
+timeouts, unreachable hosts and 5xx :class:`~wkjupyter.errors.RemoteUnavailableError`. The
+libraries disagree on how they report a status (an attribute, a botocore response dict, a
+message) and wrap errors in others, so the whole ``__cause__`` chain is searched and the
+status code wins over the exception type: a 5xx must never read as "not stored", or a reader
+would paint the chunk with the fill value (STYLE.md rule 6).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from wkjupyter.errors import (
+    RemoteAccessError,
+    RemoteNotFoundError,
+    RemoteUnavailableError,
+    WkJupyterError,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+__all__ = ["HttpStatusError", "chain", "status_of", "translate_error"]
+
+
+class HttpStatusError(Exception):
+    """An HTTP response with an error status, before it is mapped to our errors."""
+
+    def __init__(self, status: int, reason: str = "") -> None:
+        super().__init__(f"HTTP {status} {reason}".rstrip())
+        self.status = status
+
+
+_CREDENTIAL_HINT = {
+    "http": "HttpCredential(username, password) or HttpCredential(token=...)",
+    "https": "HttpCredential(username, password) or HttpCredential(token=...)",
+    "s3": "S3Credential(key_id, secret, endpoint_url=...)",
+    "gs": "GcsCredential(service_account_json)",
+    "gcs": "GcsCredential(service_account_json)",
+}
+
+
+def translate_error(err: BaseException, url: str) -> WkJupyterError:
+    """Map an exception from fsspec, aiohttp, botocore or gcsfs to our error types.
+
+    Parameters
+    ----------
+    err
+        The exception a storage library raised (ours are returned unchanged).
+    url
+        The URL (or local path) that was being read; every message names it.
+
+    Returns
+    -------
+    WkJupyterError
+        :class:`RemoteNotFoundError`, :class:`RemoteAccessError` or
+        :class:`RemoteUnavailableError`, with a message that says what to do.
+    """
+    if isinstance(err, WkJupyterError):
+        return err
+    errors = list(chain(err))
+    status = next((s for s in map(status_of, errors) if s is not None), None)
+    text = str(err) if isinstance(err, HttpStatusError) else f"{type(err).__name__}: {err}"
+    local = "://" not in url or url.startswith("file://")
+    if status == 404:
+        return RemoteNotFoundError(f"{url!r} does not exist (404)")
+    if status in (401, 403) or (status is None and any(map(_is_auth_error, errors))):
+        if local:
+            return RemoteAccessError(
+                f"permission to read {url!r} was refused ({text}); check the file permissions"
+            )
+        hint = _CREDENTIAL_HINT.get(url.split("://")[0].lower(), "see wkjupyter.Credential")
+        return RemoteAccessError(
+            f"access to {url!r} was refused ({text}); check the credential ({hint}) "
+            "and that it may read this location"
+        )
+    if status is not None and (status >= 500 or status in (408, 429)):
+        return RemoteUnavailableError(f"the server of {url!r} failed ({text}); try again later")
+    if any(isinstance(e, TimeoutError) or "Timeout" in type(e).__name__ for e in errors):
+        return RemoteUnavailableError(
+            f"reading {url!r} timed out; the host may be slow or unreachable "
+            "(raise the timeout with AccessOptions(timeout=...) or WKJUPYTER_TIMEOUT)"
+        )
+    if status is None and isinstance(err, FileNotFoundError):
+        return RemoteNotFoundError(f"{url!r} does not exist")
+    if (status is None and any(map(_is_connection_error, errors))) or (
+        status is None and isinstance(err, OSError) and not local
+    ):
+        return RemoteUnavailableError(
+            f"cannot reach {url!r} ({text}); check the host name and your network"
+        )
+    return RemoteUnavailableError(f"reading {url!r} failed ({text})")
+
+
+def chain(err: BaseException) -> Iterator[BaseException]:
+    """``err`` and the exceptions it was raised from (``__cause__``, ``__context__``)."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def status_of(err: BaseException) -> int | None:
+    """The HTTP status an exception carries, if any (aiohttp, gcsfs, botocore, ours)."""
+    for attr in ("status", "code", "status_code"):
+        value = getattr(err, attr, None)
+        if isinstance(value, int) and not isinstance(value, bool) and 100 <= value < 600:
+            return value
+    response = getattr(err, "response", None)  # botocore ClientError
+    if isinstance(response, dict):
+        meta = response.get("ResponseMetadata", {})
+        status = meta.get("HTTPStatusCode") if isinstance(meta, dict) else None
+        if isinstance(status, int):
+            return status
+        code = str(response.get("Error", {}).get("Code", ""))
+        if code in ("404", "NoSuchKey", "NoSuchBucket"):
+            return 404
+    return None
+
+
+def _is_auth_error(err: BaseException) -> bool:
+    if isinstance(err, PermissionError):
+        return True
+    name = type(err).__name__
+    text = str(err)
+    # gcsfs raises OSError("Forbidden: ...") for a 403; botocore names the S3 error code.
+    return name in ("NoCredentialsError", "PartialCredentialsError", "RefreshError") or any(
+        s in text
+        for s in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "Forbidden")
+    )
+
+
+def _is_connection_error(err: BaseException) -> bool:
+    module = type(err).__module__
+    return isinstance(err, ConnectionError) or module.startswith(
+        ("aiohttp", "botocore", "aiobotocore", "urllib3", "requests")
+    )

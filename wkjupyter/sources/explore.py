@@ -1,0 +1,427 @@
+"""Explore URLs: find the layers stored there and merge them into one data source.
+
+At each URL the explorers are tried in a fixed order (webKnossos datasource, OME-NGFF,
+bare Zarr, N5, Neuroglancer precomputed; STYLE.md rule 4), the first match wins, and every
+attempt is recorded as an :class:`ExploreStep`. When nothing matches, the folder's children
+are explored (bounded depth and breadth). Exploration is latency-bound, so the metadata
+documents every explorer looks for are fetched in one concurrent wave first, and any
+document read twice is fetched once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
+from fractions import Fraction
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, cast
+
+from wkjupyter.datasource import DataSource, Layer
+from wkjupyter.errors import MetadataError, UnsupportedFormatError, WkJupyterError
+from wkjupyter.geometry import BoundingBox, Mag, Vec3, VoxelSize
+from wkjupyter.sources._base import sync
+from wkjupyter.sources._fs import AccessOptions, Credential, Store
+from wkjupyter.sources.neuroglancer import (
+    is_neuroglancer_url,
+    parse_neuroglancer_url,
+    split_source,
+)
+
+if TYPE_CHECKING:
+    from wkjupyter.sources.neuroglancer import FormatHint
+
+__all__ = ["ExploreReport", "ExploreStep", "explore", "explore_async"]
+
+Explorer = Callable[[Store], Awaitable["list[Layer] | None"]]
+Outcome = Literal["ok", "no match", "failed"]
+
+
+def explorers() -> tuple[tuple[str, Explorer], ...]:
+    """The explorers, tried in this order at every URL; the first that matches wins."""
+    from wkjupyter.sources import n5, ngff, precomputed, webknossos, zarr
+
+    return (
+        ("webknossos", webknossos.explore),
+        ("ome-ngff", ngff.explore),
+        ("zarr", zarr.explore),
+        ("n5", n5.explore),
+        ("neuroglancer-precomputed", precomputed.explore),
+    )
+
+
+_BY_HINT: dict[str, tuple[str, ...]] = {
+    "zarr": ("ome-ngff", "zarr"),
+    "zarr2": ("ome-ngff", "zarr"),
+    "zarr3": ("ome-ngff", "zarr"),
+    "n5": ("n5",),
+    "precomputed": ("neuroglancer-precomputed",),
+}
+# Documents the explorers look for first; fetched together in the first round trip.
+PROBE_KEYS = (
+    "datasource-properties.json",
+    ".zattrs",
+    ".zgroup",
+    ".zarray",
+    "zarr.json",
+    "attributes.json",
+    "info",
+)
+# Metadata file names tolerated at the end of a URL.
+_METADATA_NAMES = (*PROBE_KEYS, ".zmetadata")
+MAX_DEPTH = 3
+MAX_CHILDREN = 16
+
+
+@dataclass(frozen=True, slots=True)
+class ExploreStep:
+    """One attempt: which format was tried at which URL, and what came of it."""
+
+    url: str
+    format: str
+    outcome: Outcome
+    message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == "ok"
+
+
+@dataclass
+class ExploreReport:
+    """What :func:`explore` found (``datasource``, or ``None``) and how (``steps``)."""
+
+    datasource: DataSource | None
+    steps: list[ExploreStep] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.datasource is not None
+
+    @property
+    def errors(self) -> list[ExploreStep]:
+        return [s for s in self.steps if s.outcome == "failed"]
+
+    def __str__(self) -> str:
+        head = (
+            f"found {len(self.datasource.layers)} layer(s)"
+            if self.datasource
+            else "found no dataset"
+        )
+        lines = [head]
+        lines += [
+            f"  [{s.outcome}] {s.format} at {s.url}" + (f": {s.message}" if s.message else "")
+            for s in self.steps
+        ]
+        if self.datasource is not None:
+            lines.append(repr(self.datasource))
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"ExploreReport(ok={self.ok}, steps={len(self.steps)})\n{self}"
+
+
+class _ExploreStore(Store):
+    """A store that fetches each key once per exploration (shared by all its children)."""
+
+    def __init__(
+        self,
+        url: str,
+        credential: Credential | None,
+        options: AccessOptions | None,
+        memo: dict[tuple[str, Any], asyncio.Future[bytes | None]] | None = None,
+    ) -> None:
+        super().__init__(url, credential, options)
+        self._memo = memo if memo is not None else {}
+
+    def child(self, key: str) -> Store:
+        return _ExploreStore(self.join(key), self.credential, self.options, self._memo)
+
+    async def get(self, key: str, byte_range: tuple[int, int] | None = None) -> bytes | None:
+        memo_key = (self.join(key), byte_range)
+        future = self._memo.get(memo_key)
+        if future is None:
+            future = asyncio.ensure_future(super().get(key, byte_range))
+            self._memo[memo_key] = future
+        return await asyncio.shield(future)
+
+    async def prefetch(self, keys: Sequence[str]) -> None:
+        # Failures surface when an explorer reads the key; here we only start the requests.
+        await asyncio.gather(*(self.get(k) for k in keys), return_exceptions=True)
+
+
+@dataclass
+class _Input:
+    url: str
+    hint: FormatHint | None = None
+    name: str | None = None  # the Neuroglancer layer name
+    category: Literal["color", "segmentation"] | None = None
+
+
+def explore(
+    url_or_urls: str | Sequence[str],
+    credential: Credential | Sequence[Credential | None] | None = None,
+    *,
+    options: AccessOptions | None = None,
+    name: str | None = None,
+) -> ExploreReport:
+    """Find the layers at one or more URLs and merge them into one data source.
+
+    Parameters
+    ----------
+    url_or_urls
+        A URL (local path, ``file://``, ``http(s)://``, ``s3://``, ``gs://``), a Neuroglancer
+        source (``zarr://…``, ``…|neuroglancer-precomputed:``) or a Neuroglancer state URL
+        (``https://host/#!{…}``), or a list of them.
+    credential
+        One credential for all URLs, or one per URL (``None`` for anonymous).
+    options
+        Request concurrency and timeout.
+    name
+        The data source's name; default: derived from the first URL.
+
+    Returns
+    -------
+    ExploreReport
+        ``report.datasource`` (``None`` if nothing was found) and ``report.steps``.
+    """
+    return sync(explore_async(url_or_urls, credential, options=options, name=name))
+
+
+async def explore_async(
+    url_or_urls: str | Sequence[str],
+    credential: Credential | Sequence[Credential | None] | None = None,
+    *,
+    options: AccessOptions | None = None,
+    name: str | None = None,
+) -> ExploreReport:
+    """Async form of :func:`explore`."""
+    urls = [url_or_urls] if isinstance(url_or_urls, str) else list(url_or_urls)
+    if isinstance(credential, list | tuple):
+        credentials: list[Credential | None] = list(credential)
+        if len(credentials) != len(urls):
+            msg = f"got {len(credentials)} credentials for {len(urls)} URLs; give one per URL"
+            raise ValueError(msg)
+    else:
+        credentials = [cast("Credential | None", credential)] * len(urls)
+    steps: list[ExploreStep] = []
+    inputs: list[tuple[_Input, Credential | None]] = []
+    for url, cred in zip(urls, credentials, strict=True):
+        for item in _inputs_of(url, steps):
+            inputs.append((item, cred))
+    results = await asyncio.gather(*(_explore_input(i, c, options) for i, c in inputs))
+    layers: list[Layer] = []
+    for found, input_steps in results:
+        steps += input_steps
+        layers += found
+    if not layers:
+        return ExploreReport(None, steps)
+    ds_name = name or _dataset_name(inputs[0][0].url)
+    datasource = merge_layers(ds_name, layers, steps)
+    return ExploreReport(datasource, steps)
+
+
+def _inputs_of(url: str, steps: list[ExploreStep]) -> list[_Input]:
+    """Turn a user-given URL (maybe a Neuroglancer state) into explore inputs."""
+    try:
+        if is_neuroglancer_url(url):
+            ng_layers, notes = parse_neuroglancer_url(url)
+            steps += [ExploreStep(_short(url), "neuroglancer-state", "no match", n) for n in notes]
+            out = []
+            for layer in ng_layers:
+                for spec in layer.sources:
+                    target = (
+                        spec.url if not spec.subpath else f"{spec.url.rstrip('/')}/{spec.subpath}"
+                    )
+                    out.append(_Input(target, spec.format, layer.name, layer.category))
+            steps.append(
+                ExploreStep(_short(url), "neuroglancer-state", "ok", f"{len(out)} layer source(s)")
+            )
+            return out
+        spec = split_source(url)
+    except WkJupyterError as err:
+        steps.append(ExploreStep(_short(url), "url", "failed", str(err)))
+        return []
+    target = spec.url if not spec.subpath else f"{spec.url.rstrip('/')}/{spec.subpath}"
+    return [_Input(_strip_metadata_name(target), spec.format)]
+
+
+def _short(url: str, limit: int = 120) -> str:
+    return url if len(url) <= limit else url[: limit - 1] + "…"
+
+
+def _strip_metadata_name(url: str) -> str:
+    stripped = url.rstrip("/")
+    for meta in _METADATA_NAMES:
+        if stripped.endswith("/" + meta):
+            return stripped[: -len(meta) - 1]
+    return url
+
+
+async def _explore_input(
+    item: _Input, credential: Credential | None, options: AccessOptions | None
+) -> tuple[list[Layer], list[ExploreStep]]:
+    steps: list[ExploreStep] = []
+    try:
+        store = _ExploreStore(item.url, credential, options)
+    except (ValueError, TypeError) as err:
+        steps.append(ExploreStep(item.url, "url", "failed", str(err)))
+        return [], steps
+    if store.parsed.scheme == "file" and not Path(store.parsed.root).exists():
+        message = f"{store.url!r} does not exist on this machine; check the path"
+        steps.append(ExploreStep(store.url, "url", "failed", message))
+        return [], steps
+    chosen = [(n, e) for n, e in explorers() if item.hint is None or n in _BY_HINT[item.hint]]
+    layers = await _explore_at(store, chosen, steps, depth=0)
+    for layer in layers:
+        layer.credential = credential
+    if item.category is not None:
+        for layer in layers:
+            layer.category = item.category
+    if item.name is not None and layers:
+        # A Neuroglancer layer names what it shows; extra layers (labels) keep a suffix.
+        first = layers[0].name
+        for layer in layers:
+            layer.name = item.name if layer.name == first else f"{item.name}-{layer.name}"
+    return layers, steps
+
+
+async def _explore_at(
+    store: _ExploreStore,
+    explorers: Sequence[tuple[str, Explorer]],
+    steps: list[ExploreStep],
+    depth: int,
+) -> list[Layer]:
+    await store.prefetch(PROBE_KEYS)
+    unreachable = False
+    for fmt, explorer in explorers:
+        try:
+            found = await explorer(store)
+        except WkJupyterError as err:
+            steps.append(ExploreStep(store.url, fmt, "failed", str(err)))
+            unreachable = unreachable or not isinstance(err, MetadataError | UnsupportedFormatError)
+            continue
+        except Exception as err:  # a reader bug must not hide the other formats
+            steps.append(ExploreStep(store.url, fmt, "failed", f"{type(err).__name__}: {err}"))
+            continue
+        if found is None:
+            steps.append(ExploreStep(store.url, fmt, "no match"))
+            continue
+        names = ", ".join(layer.name for layer in found)
+        steps.append(ExploreStep(store.url, fmt, "ok", f"{len(found)} layer(s): {names}"))
+        return found
+    if unreachable or depth >= MAX_DEPTH:
+        return []
+    return await _descend(store, explorers, steps, depth)
+
+
+async def _descend(
+    store: _ExploreStore,
+    explorers: Sequence[tuple[str, Explorer]],
+    steps: list[ExploreStep],
+    depth: int,
+) -> list[Layer]:
+    try:
+        entries = await store.list_dir()
+    except WkJupyterError as err:
+        steps.append(ExploreStep(store.url, "listing", "failed", str(err)))
+        return []
+    children = [e.rstrip("/") for e in entries if e.endswith("/") and not e.startswith(".")]
+    if not children:
+        return []
+    if len(children) > MAX_CHILDREN:
+        steps.append(
+            ExploreStep(
+                store.url,
+                "listing",
+                "no match",
+                f"{len(children)} sub-folders; exploring the first {MAX_CHILDREN} only: "
+                "point the URL at the dataset itself",
+            )
+        )
+        children = sorted(children)[:MAX_CHILDREN]
+    child_steps: list[list[ExploreStep]] = [[] for _ in children]
+    found = await asyncio.gather(
+        *(
+            _explore_at(store.child(c), explorers, s, depth + 1)  # type: ignore[arg-type]
+            for c, s in zip(children, child_steps, strict=True)
+        )
+    )
+    for s in child_steps:
+        steps += s
+    return [layer for layers in found for layer in layers]
+
+
+def _dataset_name(url: str) -> str:
+    last = url.rstrip("/").rsplit("/", 1)[-1] or "dataset"
+    for suffix in (".ome.zarr", ".zarr", ".n5", ".ome"):
+        if last.lower().endswith(suffix):
+            last = last[: -len(suffix)]
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", last).strip("-") or "dataset"
+
+
+def merge_layers(name: str, layers: list[Layer], steps: list[ExploreStep]) -> DataSource:
+    """Merge layers into one data source with a common voxel size and unique names.
+
+    The common voxel size is the finest along each axis, in the smallest unit present.
+    A layer whose voxel size is not an integer multiple of it cannot be expressed with
+    integer mags; it is left out and a failed step says why.
+    """
+    unit = min((layer.voxel_size.unit for layer in layers), key=_unit_size)
+    sizes = [layer.voxel_size.to_unit(unit) for layer in layers]
+    common = VoxelSize.of((min(s.as_tuple()[i] for s in sizes) for i in range(3)), unit)
+    merged: dict[str, Layer] = {}
+    for layer, size in zip(layers, sizes, strict=True):
+        factors = [
+            _integer_ratio(a, b) for a, b in zip(size.as_tuple(), common.as_tuple(), strict=True)
+        ]
+        if any(f is None for f in factors):
+            steps.append(
+                ExploreStep(
+                    layer.mags[next(iter(layer.mags))].path,
+                    "merge",
+                    "failed",
+                    f"layer {layer.name!r} has voxel size {size}, not an integer multiple of "
+                    f"{common}; explore it separately or resample it",
+                )
+            )
+            continue
+        factor = Vec3.of(f for f in factors if f is not None)
+        rescaled = _rescale(layer, factor, common) if factor != Vec3(1, 1, 1) else layer
+        rescaled.voxel_size = common
+        rescaled.name = _unique(rescaled.name, merged)
+        merged[rescaled.name] = rescaled
+    return DataSource(name, common, merged)
+
+
+def _unit_size(unit: str) -> float:
+    from wkjupyter.geometry import LENGTH_UNITS
+
+    return LENGTH_UNITS[unit]
+
+
+def _integer_ratio(a: float, b: float) -> int | None:
+    ratio = Fraction(a / b).limit_denominator(1000)
+    if ratio.denominator != 1 or not math.isclose(float(ratio), a / b, rel_tol=1e-6):
+        return None
+    return int(ratio)
+
+
+def _rescale(layer: Layer, factor: Vec3, voxel_size: VoxelSize) -> Layer:
+    mags = {}
+    for level in layer.mags.values():
+        mag = Mag(level.mag.vec * factor)
+        mags[mag] = replace(level, mag=mag)
+    bbox = BoundingBox(layer.bbox.offset * factor, layer.bbox.shape * factor)
+    return replace(layer, mags=mags, bbox=bbox, voxel_size=voxel_size, _arrays={})
+
+
+def _unique(name: str, taken: dict[str, Any]) -> str:
+    if name not in taken:
+        return name
+    i = 2
+    while f"{name}_{i}" in taken:
+        i += 1
+    return f"{name}_{i}"
