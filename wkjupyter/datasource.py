@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from wkjupyter.sources._base import MagArray
-    from wkjupyter.sources._fs import Credential
+    from wkjupyter.sources._fs import AccessOptions, Credential
 
 __all__ = [
     "AdditionalAxis",
@@ -161,6 +161,7 @@ class Layer:
     largest_segment_id: int | None = None
     base_url: str | None = None  # what relative mag paths are relative to
     credential: Credential | None = field(default=None, repr=False)
+    options: AccessOptions | None = field(default=None, repr=False)
     _arrays: dict[Mag, MagArray] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -191,7 +192,9 @@ class Layer:
             # Imported here because the readers themselves build Layers (sources -> datasource).
             from wkjupyter.sources import open_mag
 
-            self._arrays[m] = await open_mag(self.mags[m], self.base_url, self.credential)
+            self._arrays[m] = await open_mag(
+                self.mags[m], self.base_url, self.credential, self.options
+            )
         return self._arrays[m]
 
     async def read_async(

@@ -169,7 +169,10 @@ def test_precomputed_without_info(bad_url: Any) -> None:
     assert not report.ok
     tried = [s for s in report.steps if s.url == url]
     assert {s.format for s in tried} >= {"neuroglancer-precomputed", "zarr", "n5"}
-    assert all(s.outcome == "no match" for s in tried), report
+    assert all(s.outcome == "no match" for s in tried if s.format != "explore"), report
+    (last,) = [s for s in tried if s.format == "explore"]
+    assert "none of datasource-properties.json" in last.message
+    assert "info exists there" in last.message
     assert "found no dataset" in str(report)
 
 
@@ -206,9 +209,10 @@ def test_nothing_there_404(http_server: HTTPServerFactory, demo_root: Path) -> N
     report = explore(url)
     assert report.datasource is None
     assert report.steps
-    assert all(s.outcome == "no match" for s in report.steps), report
+    assert all(s.outcome == "no match" for s in report.steps[:-1]), report
     assert all(s.url.startswith(url) for s in report.steps)
     assert f"found no dataset\n  [no match] webknossos at {url}" in str(report)
+    assert "a plain HTTP server cannot list folders" in report.steps[-1].message
 
 
 def closed_port() -> int:

@@ -111,7 +111,7 @@ def test_format_hint_restricts_explorers(tmp_path: Path, data: np.ndarray) -> No
     path = ome_image(tmp_path / "img.ome.zarr", data, (40, 8, 8), "img")
     report = explore(f"file://{path}|n5:")
     assert report.datasource is None
-    assert {s.format for s in report.steps} <= {"n5"}
+    assert {s.format for s in report.steps} == {"n5", "explore"}
 
 
 def test_nothing_found_reports_every_attempt(tmp_path: Path) -> None:
@@ -119,8 +119,12 @@ def test_nothing_found_reports_every_attempt(tmp_path: Path) -> None:
     report = explore(str(tmp_path / "empty"))
     assert report.datasource is None
     formats = [s.format for s in report.steps]
-    assert formats == ["webknossos", "ome-ngff", "zarr", "n5", "neuroglancer-precomputed"]
-    assert all(s.outcome == "no match" for s in report.steps)
+    assert formats[:-1] == ["webknossos", "ome-ngff", "zarr", "n5", "neuroglancer-precomputed"]
+    assert all(s.outcome == "no match" for s in report.steps[:-1])
+    last = report.steps[-1]
+    assert (last.format, last.outcome) == ("explore", "failed")
+    assert "no dataset found" in last.message
+    assert "root folder" in last.message
     assert "found no dataset" in str(report)
 
 

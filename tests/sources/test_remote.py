@@ -265,7 +265,9 @@ def test_http_basic_auth(
             layer.read(mag="1")
 
 
-def test_http_credentials_in_the_url(http_server: HTTPServerFactory, demo_root: Path) -> None:
+def test_http_credentials_in_the_url(
+    http_server: HTTPServerFactory, demo_root: Path, volume: DemoVolume
+) -> None:
     server = http_server(demo_root, basic_auth=("bob", "pa:ss@word/x"))
     plain = server.url_for(DATASETS["n5"])
     url = plain.replace("http://", "http://bob:pa%3Ass%40word%2Fx@")
@@ -273,6 +275,7 @@ def test_http_credentials_in_the_url(http_server: HTTPServerFactory, demo_root: 
     assert report.datasource is not None, report
     assert_no_secret(report, "pa:ss@word/x", "pa%3Ass%40word%2Fx")
     assert all("bob:" not in s.url for s in report.steps)
+    check_reads(report.datasource, volume)  # the URL's credential also serves the reads
     store = Store(url)
     assert store.credential == HttpCredential("bob", "pa:ss@word/x")
     assert store.url == plain
@@ -437,6 +440,18 @@ def test_region_read_is_concurrent_and_bounded(
     assert len(chunks) == 105
     assert 2 <= max_in_flight(chunks) <= 4
     assert server.round_trips() >= 105 // 4
+
+
+def test_layer_read_uses_the_explore_options(
+    http_server: HTTPServerFactory, many_chunks: Path, volume: DemoVolume
+) -> None:
+    server = http_server(many_chunks.parent, latency=0.01)
+    report = explore(server.url_for(many_chunks.name), options=AccessOptions(concurrency=3))
+    assert report.datasource is not None, report
+    (layer,) = report.datasource.layers.values()
+    server.reset_log()
+    np.testing.assert_array_equal(layer.read(mag="1"), volume.image[1][None])
+    assert 2 <= max_in_flight(chunk_requests(server)) <= 3
 
 
 def test_layer_read_uses_the_environment_bound(

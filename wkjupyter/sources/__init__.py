@@ -39,13 +39,16 @@ __all__ = [
 
 
 async def open_mag(
-    level: MagLevel, base_url: str | None, credential: Credential | None = None
+    level: MagLevel,
+    base_url: str | None,
+    credential: Credential | None = None,
+    options: AccessOptions | None = None,
 ) -> MagArray:
     """Open the reader of one stored mag (``level.path`` is resolved against ``base_url``)."""
     from wkjupyter.sources import n5, precomputed, zarr
 
     path = level.path if base_url is None else join_url(base_url, level.path)
-    store = Store(path, credential)
+    store = Store(path, credential, options)
     if level.format in ("zarr", "zarr3"):
         return await zarr.open_array(store, level)
     if level.format == "n5":

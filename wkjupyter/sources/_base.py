@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Coroutine, Sequence
+    from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 
 __all__ = ["MagArray", "RawChunk", "run_cpu", "sync"]
 
@@ -165,31 +165,39 @@ class MagArray(ABC):
         )
 
 
-async def gather_limited(aws: Any, limit: int = 256) -> list[Any]:
-    """Await many coroutines concurrently, at most ``limit`` in flight at once.
+async def gather_limited(aws: Iterable[Awaitable[T]], limit: int = 256) -> list[T]:
+    """Await many awaitables concurrently, at most ``limit`` in flight at once.
 
     The storage layer bounds concurrent requests itself; this bound only keeps the number of
-    pending coroutines (and decoded chunks held in memory) reasonable for huge regions.
+    pending coroutines (and decoded chunks held in memory) reasonable for huge regions. The
+    first failure stops scheduling, cancels what is in flight and is raised.
     """
-    results: list[Any] = []
-    pending: set[asyncio.Task[Any]] = set()
-    tasks: list[asyncio.Task[Any]] = []
+    pending: set[asyncio.Future[T]] = set()
+    tasks: list[asyncio.Future[T]] = []
+
+    async def settle(when: str) -> None:
+        nonlocal pending
+        done, pending = await asyncio.wait(pending, return_when=when)
+        for task in done:
+            if task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+
     try:
-        for aw in aws:
+        it = iter(aws)
+        while True:
+            # Make room before taking the next awaitable, so none is left un-awaited.
             if len(pending) >= limit:
-                _done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            task = asyncio.ensure_future(_as_coro(aw))
+                await settle(asyncio.FIRST_COMPLETED)
+            aw = next(it, None)
+            if aw is None:
+                break
+            task = asyncio.ensure_future(aw)
             tasks.append(task)
             pending.add(task)
-        if pending:
-            await asyncio.wait(pending)
-        results = [t.result() for t in tasks]  # re-raises the first failure
+        while pending:
+            await settle(asyncio.FIRST_EXCEPTION)
+        return [t.result() for t in tasks]
     finally:
         for t in tasks:
             if not t.done():
                 t.cancel()
-    return results
-
-
-async def _as_coro(aw: Awaitable[T]) -> T:
-    return await aw

@@ -275,8 +275,22 @@ async def _explore_input(
         return [], steps
     chosen = [(n, e) for n, e in explorers() if item.hint is None or n in _BY_HINT[item.hint]]
     layers = await _explore_at(store, chosen, steps, depth=0)
+    if not layers and not any(s.outcome == "failed" for s in steps):
+        steps.append(
+            ExploreStep(
+                store.url,
+                "explore",
+                "failed",
+                f"no dataset found at {store.url!r} or in its sub-folders: none of "
+                f"{', '.join(PROBE_KEYS)} exists there. Point the URL at the dataset's root "
+                "folder (a plain HTTP server cannot list folders, so sub-folders are only "
+                "found on file, S3 and GCS storage or servers with directory listings)",
+            )
+        )
     for layer in layers:
-        layer.credential = credential
+        # The store's credential, which may come from user info in the URL itself.
+        layer.credential = store.credential
+        layer.options = options
     if item.category is not None:
         for layer in layers:
             layer.category = item.category
