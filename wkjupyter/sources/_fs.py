@@ -46,7 +46,7 @@ from wkjupyter.sources._fs_errors import chain, status_of, translate_error
 from wkjupyter.sources._fs_urls import ParsedUrl, Scheme, join_url, parse_url
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
+    from collections.abc import AsyncIterator, Iterator, Sequence
 
     import aiohttp
     import zarr.abc.store
@@ -332,6 +332,22 @@ class Store:
             coro = asyncio.to_thread(lambda: [_read_local(p, None) for p in paths])
             return await asyncio.wait_for(coro, self.options.timeout)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def read_local_blocking(self, keys: Sequence[str]) -> list[bytes | None]:
+        """Read local keys in the calling thread (``None`` where absent).
+
+        Only for worker threads that decode what they read: reading and decoding many small
+        local chunks in one pool task avoids a thread hop and GIL hand-over per chunk.
+        """
+        if self.parsed.scheme != "file":
+            msg = f"read_local_blocking needs a local store, not {self.url!r}"
+            raise ValueError(msg)
+        for key in keys:
+            _validate_key(key)
+        try:
+            return [_read_local(self._path(k), None) for k in keys]
+        except OSError as err:
+            raise translate_error(err, self.url) from err
 
     async def get_suffix(self, key: str, nbytes: int) -> bytes | None:
         """The last ``nbytes`` bytes of ``key`` (all of it if shorter); ``None`` if absent."""

@@ -60,7 +60,7 @@ __all__ = ["ArrayInfo", "ZarrArray", "explore", "open_array", "parse_array"]
 T = TypeVar("T")
 MAX_GROUP_CHILDREN = 32  # arrays of a plain group explored at most
 _BATCHES = 2 * (os.cpu_count() or 2)  # decode batches per whole shard
-_BATCH = 16  # chunks fetched (one thread hop locally) and decoded (one pool task) together
+_BATCH = 64  # chunks fetched (one thread hop locally) and decoded (one pool task) together
 _IN_FLIGHT = 8  # batches in flight per read; the Store bounds requests itself
 _CACHED_INDEXES = 16  # shard indexes kept per array
 
@@ -149,8 +149,12 @@ class ZarrArray(MagArray):
         size = _BATCH if self.store.parsed.scheme == "file" else _BATCH // 2
         batches = [coords[i : i + size] for i in range(0, len(coords), size)]
 
+        local = self.store.parsed.scheme == "file" and self._decode is not None
+
         async def one(batch: list[tuple[int, ...]]) -> int:
             keys = [self.meta.encode_chunk_key(c) for c in batch]
+            if local:  # read, decode and place in one pool task
+                return await run_cpu(self._read_and_place, keys, batch, chunks, lo, hi, view)
             datas = await self.store.get_many(keys)
             items = [
                 (k, d, *_overlap(c, chunks, lo, hi))
@@ -167,6 +171,22 @@ class ZarrArray(MagArray):
             return sum(d is not None for d in datas)
 
         return await _map_sum(one, batches, _IN_FLIGHT)
+
+    def _read_and_place(
+        self,
+        keys: list[str],
+        batch: list[tuple[int, ...]],
+        chunks: tuple[int, ...],
+        lo: list[int],
+        hi: list[int],
+        view: np.ndarray[Any, Any],
+    ) -> int:
+        datas = self.store.read_local_blocking(keys)
+        items = [
+            (k, d, *_overlap(c, chunks, lo, hi)) for k, d, c in zip(keys, datas, batch, strict=True)
+        ]
+        self._place(items, view)
+        return sum(d is not None for d in datas)
 
     def _place(
         self,
