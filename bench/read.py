@@ -196,7 +196,7 @@ def record(rows: list[dict[str, Any]], ex: dict[str, Any], args: argparse.Namesp
     lines = [
         "## Read (`bench/read.py`)",
         "",
-        f"Full-volume reads on local disk, best of {args.repeat} cold runs each, same machine, "
+        f"Full-volume reads on local disk, best of {args.repeat} runs, each with a fresh reader (explore, open, read; page cache warm), "
         "same run. Ratio = wkjupyter time / tensorstore time (target ≤ 1.25).",
         "",
         "| format | region | wkjupyter (s) | tensorstore (s) | ratio |",
