@@ -144,19 +144,30 @@ class MagArray(ABC):
         ]
 
         async def place(index: tuple[int, ...]) -> None:
-            chunk = await self.read_chunk(index)
-            if chunk is None:
-                return
-            bounds = self.chunk_bounds(index)
             src, dst = [], []
-            for b, a_lo, a_hi, start in zip(bounds, lo, hi, starts, strict=True):
+            for b, a_lo, a_hi, start in zip(self.chunk_bounds(index), lo, hi, starts, strict=True):
                 s0, s1 = max(b.start, a_lo), min(b.stop, a_hi)
                 src.append(slice(s0 - b.start, s1 - b.start))
                 dst.append(slice(s0 - start, s1 - start))
-            out[tuple(dst)] = chunk[tuple(src)]
+            await self._place_chunk(index, out, tuple(dst), tuple(src))
 
         await gather_limited(place(idx) for idx in itertools.product(*ranges))
         return out
+
+    async def _place_chunk(
+        self,
+        index: tuple[int, ...],
+        out: np.ndarray[Any, Any],
+        dst: tuple[slice, ...],
+        src: tuple[slice, ...],
+    ) -> None:
+        """Write part ``src`` of chunk ``index`` into ``out[dst]`` (missing: leave the fill).
+
+        Formats that can decode straight into the output override this to save a copy.
+        """
+        chunk = await self.read_chunk(index)
+        if chunk is not None:
+            out[dst] = chunk[src]
 
     def __repr__(self) -> str:
         return (

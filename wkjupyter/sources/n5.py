@@ -31,7 +31,6 @@ spec is decoded (``_n5_codecs``), lz4 in lz4-java's block framing.
 from __future__ import annotations
 
 import asyncio
-import itertools
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -39,7 +38,7 @@ import numpy as np
 
 from wkjupyter.errors import MetadataError, UnsupportedFormatError
 from wkjupyter.sources import _n5_multiscale as conventions
-from wkjupyter.sources._base import MagArray, RawChunk, gather_limited, run_cpu
+from wkjupyter.sources._base import MagArray, RawChunk, run_cpu
 from wkjupyter.sources._n5_codecs import (
     MODE_DEFAULT,
     decode_block,
@@ -115,33 +114,19 @@ class N5Array(MagArray):
             return None
         return await run_cpu(self._decode, data, tuple(index), key)
 
-    async def read(self, region: Sequence[slice]) -> np.ndarray[Any, Any]:
-        """Read ``region``; blocks are fetched concurrently and decoded straight into place."""
-        starts = [int(r.start) for r in region]
-        stops = [max(int(r.stop), int(r.start)) for r in region]
-        out = self.empty([b - a for a, b in zip(starts, stops, strict=True)])
-        lo = [max(a, 0) for a in starts]
-        hi = [min(b, s) for b, s in zip(stops, self.shape, strict=True)]
-        if any(a >= b for a, b in zip(lo, hi, strict=True)):
-            return out
-        ranges = [
-            range(a // c, -(-b // c)) for a, b, c in zip(lo, hi, self.chunk_shape, strict=True)
-        ]
-
-        async def place(index: tuple[int, ...]) -> None:
-            key = self._key(index)
-            data = None if key is None else await self._store.get(key)
-            if data is None or key is None:
-                return
-            src, dst = [], []
-            for b, a_lo, a_hi, start in zip(self.chunk_bounds(index), lo, hi, starts, strict=True):
-                s0, s1 = max(b.start, a_lo), min(b.stop, a_hi)
-                src.append(slice(s0 - b.start, s1 - b.start))
-                dst.append(slice(s0 - start, s1 - start))
-            await run_cpu(self._decode_into, data, index, key, out, tuple(dst), tuple(src))
-
-        await gather_limited(place(idx) for idx in itertools.product(*ranges))
-        return out
+    async def _place_chunk(
+        self,
+        index: tuple[int, ...],
+        out: np.ndarray[Any, Any],
+        dst: tuple[slice, ...],
+        src: tuple[slice, ...],
+    ) -> None:
+        """Fetch block ``index`` and decode it straight into ``out[dst]``."""
+        key = self._key(index)
+        data = None if key is None else await self._store.get(key)
+        if data is None or key is None:
+            return
+        await run_cpu(self._decode_into, data, index, key, out, dst, src)
 
     def _decode_into(
         self,
