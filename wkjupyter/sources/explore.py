@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 from wkjupyter.datasource import DataSource, Layer
 from wkjupyter.errors import MetadataError, UnsupportedFormatError, WkJupyterError
-from wkjupyter.geometry import BoundingBox, Mag, Vec3, VoxelSize
+from wkjupyter.geometry import LENGTH_UNITS, BoundingBox, Mag, Vec3, VoxelSize
 from wkjupyter.sources._base import sync
 from wkjupyter.sources._fs import AccessOptions, Credential, Store
 from wkjupyter.sources.neuroglancer import (
@@ -383,7 +383,7 @@ def merge_layers(name: str, layers: list[Layer], steps: list[ExploreStep]) -> Da
     A layer whose voxel size is not an integer multiple of it cannot be expressed with
     integer mags; it is left out and a failed step says why.
     """
-    unit = min((layer.voxel_size.unit for layer in layers), key=_unit_size)
+    unit = min((layer.voxel_size.unit for layer in layers), key=LENGTH_UNITS.__getitem__)
     sizes = [layer.voxel_size.to_unit(unit) for layer in layers]
     common = VoxelSize.of((min(s.as_tuple()[i] for s in sizes) for i in range(3)), unit)
     merged: dict[str, Layer] = {}
@@ -408,12 +408,6 @@ def merge_layers(name: str, layers: list[Layer], steps: list[ExploreStep]) -> Da
         rescaled.name = _unique(rescaled.name, merged)
         merged[rescaled.name] = rescaled
     return DataSource(name, common, merged)
-
-
-def _unit_size(unit: str) -> float:
-    from wkjupyter.geometry import LENGTH_UNITS
-
-    return LENGTH_UNITS[unit]
 
 
 def _integer_ratio(a: float, b: float) -> int | None:
