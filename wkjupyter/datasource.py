@@ -8,7 +8,7 @@ metadata, format hints) travels in a ``"wkjupyter"`` object that webKnossos igno
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
@@ -325,9 +325,6 @@ class Layer:
                 raise
             msg = f"layer {name!r} in datasource-properties.json is malformed: {err!r}"
             raise MetadataError(msg) from err
-
-    def with_voxel_size(self, voxel_size: VoxelSize) -> Layer:
-        return replace(self, voxel_size=voxel_size, _arrays=dict(self._arrays))
 
     def __repr__(self) -> str:
         mags = ", ".join(str(m) for m in self.mags)

@@ -171,8 +171,8 @@ def test_precomputed_without_info(bad_url: Any) -> None:
     assert {s.format for s in tried} >= {"neuroglancer-precomputed", "zarr", "n5"}
     assert all(s.outcome == "no match" for s in tried if s.format != "explore"), report
     (last,) = [s for s in tried if s.format == "explore"]
-    assert "none of datasource-properties.json" in last.message
-    assert "info exists there" in last.message
+    assert "no format recognised what is there" in last.message
+    assert "datasource-properties.json" in last.message
     assert "found no dataset" in str(report)
 
 

@@ -31,7 +31,7 @@ from wkjupyter.sources.neuroglancer import (
 )
 
 if TYPE_CHECKING:
-    from wkjupyter.sources.neuroglancer import FormatHint
+    from wkjupyter.sources.neuroglancer import FormatHint, SourceSpec
 
 __all__ = ["ExploreReport", "ExploreStep", "explore", "explore_async"]
 
@@ -229,13 +229,11 @@ def _inputs_of(url: str, steps: list[ExploreStep]) -> list[_Input]:
         if is_neuroglancer_url(url):
             ng_layers, notes = parse_neuroglancer_url(url)
             steps += [ExploreStep(_short(url), "neuroglancer-state", "no match", n) for n in notes]
-            out = []
-            for layer in ng_layers:
-                for spec in layer.sources:
-                    target = (
-                        spec.url if not spec.subpath else f"{spec.url.rstrip('/')}/{spec.subpath}"
-                    )
-                    out.append(_Input(target, spec.format, layer.name, layer.category))
+            out = [
+                _input(spec, layer.name, layer.category)
+                for layer in ng_layers
+                for spec in layer.sources
+            ]
             steps.append(
                 ExploreStep(_short(url), "neuroglancer-state", "ok", f"{len(out)} layer source(s)")
             )
@@ -244,8 +242,16 @@ def _inputs_of(url: str, steps: list[ExploreStep]) -> list[_Input]:
     except WkJupyterError as err:
         steps.append(ExploreStep(_short(url), "url", "failed", str(err)))
         return []
+    return [_input(spec)]
+
+
+def _input(
+    spec: SourceSpec,
+    name: str | None = None,
+    category: Literal["color", "segmentation"] | None = None,
+) -> _Input:
     target = spec.url if not spec.subpath else f"{spec.url.rstrip('/')}/{spec.subpath}"
-    return [_Input(_strip_metadata_name(target), spec.format)]
+    return _Input(_strip_metadata_name(target), spec.format, name, category)
 
 
 def _short(url: str, limit: int = 120) -> str:
@@ -281,10 +287,11 @@ async def _explore_input(
                 store.url,
                 "explore",
                 "failed",
-                f"no dataset found at {store.url!r} or in its sub-folders: none of "
-                f"{', '.join(PROBE_KEYS)} exists there. Point the URL at the dataset's root "
-                "folder (a plain HTTP server cannot list folders, so sub-folders are only "
-                "found on file, S3 and GCS storage or servers with directory listings)",
+                f"no dataset found at {store.url!r} or in its sub-folders: no format "
+                f"recognised what is there (the explorers look for {', '.join(PROBE_KEYS)}). "
+                "Point the URL at the dataset's root folder (a plain HTTP server cannot "
+                "list folders, so sub-folders are only found on file, S3 and GCS storage or "
+                "servers with directory listings)",
             )
         )
     for layer in layers:
