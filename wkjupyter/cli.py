@@ -52,7 +52,8 @@ def _cmd_explore(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from wkjupyter.demo import data_dir, run_demo
+    from wkjupyter.demo import run_demo
+    from wkjupyter.paths import data_dir
 
     root = Path(args.data_dir) / "demo" if args.data_dir else data_dir() / "demo"
     reports = run_demo(root)

@@ -9,34 +9,25 @@ precomputed), so the demo exercises exactly what users will point wkjupyter at.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from wkjupyter.paths import data_dir
+
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from pathlib import Path
 
     from wkjupyter.sources.explore import ExploreReport
 
-__all__ = ["DemoVolume", "data_dir", "make_volume", "run_demo", "write_demo"]
+__all__ = ["DemoVolume", "make_volume", "run_demo", "write_demo"]
 
 VOXEL_SIZE_ZYX = (40.0, 8.0, 8.0)  # nanometers, a typical anisotropic EM stack
 FACTORS = (1, 2, 4)  # mags "1", "2", "4"
-
-
-def data_dir() -> Path:
-    """wkjupyter's data directory: ``$WKJUPYTER_DATA_DIR`` or ``<jupyter data dir>/wkjupyter``."""
-    env = os.environ.get("WKJUPYTER_DATA_DIR")
-    if env:
-        return Path(env).expanduser()
-    from jupyter_core.paths import jupyter_data_dir
-
-    return Path(jupyter_data_dir()) / "wkjupyter"
 
 
 @dataclass(frozen=True)
