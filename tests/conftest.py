@@ -15,6 +15,10 @@ if TYPE_CHECKING:
     from tests.servers import HTTPServerFactory
 
 
+# The catalog fixtures (SQLite and PostgreSQL, a fresh database per test) serve every folder.
+pytest_plugins = ["tests.catalog.fixtures"]
+
+
 @pytest.fixture(scope="session")
 def moto_s3() -> Iterator[MotoS3Server]:
     """moto S3 server requiring signed requests; ``.key_id``/``.secret`` is a full-S3 key."""

@@ -8,15 +8,20 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from wkjupyter.errors import WkJupyterError
+from wkjupyter.errors import PermissionDeniedError, WkJupyterError
 from wkjupyter.sources import GcsCredential, HttpCredential, S3Credential
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from wkjupyter.hub import Hub
     from wkjupyter.sources._fs import Credential
 
-__all__ = ["main"]
+__all__ = ["EXIT_DENIED", "EXIT_NOT_FOUND", "main"]
+
+# Exit codes: 0 success, 1 failure, 2 usage (argparse), 3 not found, 4 permission denied.
+EXIT_NOT_FOUND = 3
+EXIT_DENIED = 4
 
 
 def _credential(args: argparse.Namespace) -> Credential | None:
@@ -51,6 +56,88 @@ def _cmd_explore(args: argparse.Namespace) -> int:
     return 0 if report.datasource is not None else 1
 
 
+def _hub(args: argparse.Namespace) -> Hub:
+    from wkjupyter.hub import Hub
+
+    return Hub(args.catalog_url, args.user)
+
+
+def _cmd_ls(args: argparse.Namespace) -> int:
+    hub = _hub(args)
+    public = {"public": True, "private": False}.get(args.visibility or "")
+    found = hub.datasets(search=args.search, tags=args.tag or None, public=public)
+    if args.json:
+        print(json.dumps([d.summary() for d in found], indent=2, default=str))
+        return 0
+    if not found:
+        print("no datasets" + (" match" if args.search or args.tag or public is not None else ""))
+        return 0
+    for ds in found:
+        info = ds.summary()
+        tags = ", ".join(info["tags"]) or "-"
+        layers = ", ".join(info["layers"])
+        visibility = "public" if info["public"] else "private"
+        print(f"{info['name']:30s} {visibility:8s} tags: {tags:20s} layers: {layers}")
+    return 0
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    hub = _hub(args)
+    credential = _credential(args)
+    report = hub.explore(args.urls, credential)
+    if report.datasource is None:
+        print(report, file=sys.stderr)
+        print("error: nothing to import (see the steps above)", file=sys.stderr)
+        return 1
+    ds = hub.add_remote(
+        report,
+        name=args.name,
+        tags=args.tag or (),
+        public=args.public,
+        credential=credential,
+        description=args.description or "",
+    )
+    layers = ", ".join(ds.layers)
+    print(f"imported {ds.name!r} ({'public' if args.public else 'private'}): {layers}")
+    return 0
+
+
+def _cmd_tag(args: argparse.Namespace) -> int:
+    ds = _hub(args).dataset(args.dataset)
+    if args.set is not None:
+        ds.tags = args.set
+    for tag in args.add or ():
+        ds.tags.add(tag)
+    for tag in args.remove or ():
+        ds.tags.discard(tag)
+    print(f"{ds.name}: {', '.join(ds.tags) or '(no tags)'}")
+    return 0
+
+
+def _cmd_link(args: argparse.Namespace) -> int:
+    hub = _hub(args)
+    if args.link_command == "create":
+        ds = hub.dataset(args.dataset)
+        expires = None if args.expires == "never" else args.expires
+        link = ds.create_link(expires=expires, label=args.label or "", layers=args.layer)
+        print(link.url)
+        return 0
+    if args.link_command == "ls":
+        links = hub.dataset(args.dataset).links()
+        if args.json:
+            print(json.dumps([json.loads(link.to_json()) for link in links], indent=2))
+            return 0
+        for link in links:
+            info = json.loads(link.to_json())
+            state = "revoked" if info["revoked"] else f"expires {info['expires_at'] or 'never'}"
+            print(f"{info['id']:5d}  {state:40s} used {info['use_count']}x  {info['label']}")
+            print(f"       {info['url']}")
+        return 0
+    hub.link(args.link_id).revoke()
+    print(f"link {args.link_id} revoked")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from wkjupyter.demo import run_demo
     from wkjupyter.paths import data_dir
@@ -58,6 +145,17 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     root = Path(args.data_dir) / "demo" if args.data_dir else data_dir() / "demo"
     reports = run_demo(root)
     return 0 if all(r.datasource is not None for r in reports) else 1
+
+
+def add_credential_options(parser: argparse.ArgumentParser) -> None:
+    cred = parser.add_argument_group("credentials (default: anonymous or the environment's)")
+    cred.add_argument("--s3-key-id")
+    cred.add_argument("--s3-secret")
+    cred.add_argument("--s3-endpoint", help="endpoint URL of an S3-compatible store")
+    cred.add_argument("--http-user")
+    cred.add_argument("--http-password")
+    cred.add_argument("--bearer-token")
+    cred.add_argument("--gcs-service-account", metavar="JSON_FILE")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,15 +177,55 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ex.add_argument("--name", help="name of the merged data source")
     ex.add_argument("--json", action="store_true", help="print the report as JSON")
-    cred = ex.add_argument_group("credentials (default: anonymous or the environment's)")
-    cred.add_argument("--s3-key-id")
-    cred.add_argument("--s3-secret")
-    cred.add_argument("--s3-endpoint", help="endpoint URL of an S3-compatible store")
-    cred.add_argument("--http-user")
-    cred.add_argument("--http-password")
-    cred.add_argument("--bearer-token")
-    cred.add_argument("--gcs-service-account", metavar="JSON_FILE")
+    add_credential_options(ex)
     ex.set_defaults(func=_cmd_explore)
+
+    def catalog_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--catalog-url", help="SQLAlchemy URL (default: WKJUPYTER_CATALOG_URL "
+                       "or SQLite in the data dir)")  # fmt: skip
+        p.add_argument("--user", help="act as this user (default: JUPYTERHUB_USER or you)")
+
+    ls = sub.add_parser("ls", help="list the datasets you may see")
+    ls.add_argument("--search", help="words that must all appear (name, description, tags, layers)")
+    ls.add_argument("--tag", action="append", help="only datasets with this tag (repeatable)")
+    ls.add_argument("--visibility", choices=["public", "private"])
+    ls.add_argument("--json", action="store_true")
+    catalog_options(ls)
+    ls.set_defaults(func=_cmd_ls)
+
+    imp = sub.add_parser("import", help="explore URLs and register the dataset (no copy)")
+    imp.add_argument("urls", nargs="+", metavar="URL")
+    imp.add_argument("--name", help="dataset name (default: from the URL)")
+    imp.add_argument("--tag", action="append", help="a tag (repeatable)")
+    imp.add_argument("--public", action="store_true", help="readable by anyone")
+    imp.add_argument("--description")
+    add_credential_options(imp)
+    catalog_options(imp)
+    imp.set_defaults(func=_cmd_import)
+
+    tag = sub.add_parser("tag", help="show or change a dataset's tags")
+    tag.add_argument("dataset")
+    tag.add_argument("--add", action="append", metavar="TAG")
+    tag.add_argument("--remove", action="append", metavar="TAG")
+    tag.add_argument("--set", nargs="*", metavar="TAG", help="replace all tags")
+    catalog_options(tag)
+    tag.set_defaults(func=_cmd_tag)
+
+    link = sub.add_parser("link", help="private links to a dataset")
+    link_sub = link.add_subparsers(dest="link_command", required=True)
+    create = link_sub.add_parser("create", help="create a link and print its URL")
+    create.add_argument("dataset")
+    create.add_argument("--expires", default="30d", help="e.g. 7d, 12h, 2026-12-31, never")
+    create.add_argument("--label")
+    create.add_argument("--layer", action="append", help="grant only this layer (repeatable)")
+    lsl = link_sub.add_parser("ls", help="list a dataset's links")
+    lsl.add_argument("dataset")
+    lsl.add_argument("--json", action="store_true")
+    revoke = link_sub.add_parser("revoke", help="revoke a link at once")
+    revoke.add_argument("link_id", type=int)
+    for p in (create, lsl, revoke):
+        catalog_options(p)
+    link.set_defaults(func=_cmd_link)
     return parser
 
 
@@ -95,7 +233,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)
-    except WkJupyterError as err:
+    except PermissionDeniedError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_DENIED
+    except KeyError as err:  # our not-found errors (dataset, link, user ...)
+        if not isinstance(err, WkJupyterError):
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    except (WkJupyterError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     return code

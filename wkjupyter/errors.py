@@ -8,15 +8,25 @@ failed, where (the URL) and what to do about it.
 from __future__ import annotations
 
 __all__ = [
+    "CatalogUnavailableError",
+    "CatalogVersionError",
+    "ConflictError",
+    "CredentialNotFoundError",
     "DatasetNotFoundError",
+    "InvalidExpiryError",
     "InvalidKeyError",
+    "InvalidNameError",
     "LayerNotFoundError",
+    "LinkNotFoundError",
     "MetadataError",
     "PermissionDeniedError",
     "RemoteAccessError",
     "RemoteNotFoundError",
     "RemoteUnavailableError",
+    "SecretKeyError",
+    "TeamNotFoundError",
     "UnsupportedFormatError",
+    "UserNotFoundError",
     "WkJupyterError",
 ]
 
@@ -65,3 +75,44 @@ class MetadataError(WkJupyterError, ValueError):
 
 class UnsupportedFormatError(WkJupyterError, ValueError):
     """The data is in a format, data type, codec or encoding wkjupyter cannot read."""
+
+
+class ConflictError(WkJupyterError, ValueError):
+    """The name is taken or the object is in use: the change would conflict with what is stored."""
+
+
+class CredentialNotFoundError(WkJupyterError, _KeyErrorMessage):
+    """No stored credential of that name or id is visible to the acting user."""
+
+
+class InvalidExpiryError(WkJupyterError, ValueError):
+    """A link expiry is malformed, not positive or in the past."""
+
+
+class LinkNotFoundError(WkJupyterError, _KeyErrorMessage):
+    """No link with that id is visible to the acting user."""
+
+
+class SecretKeyError(WkJupyterError, ValueError):
+    """The catalog's secret key is missing, malformed, readable by others or not the one the
+    stored secrets were encrypted with."""
+
+
+class InvalidNameError(WkJupyterError, ValueError):
+    """A dataset, tag, user or team name is empty, too long or has characters not allowed."""
+
+
+class UserNotFoundError(WkJupyterError, _KeyErrorMessage):
+    """No user of that name (or the user is not a member of that team)."""
+
+
+class TeamNotFoundError(WkJupyterError, _KeyErrorMessage):
+    """No team of that name."""
+
+
+class CatalogVersionError(WkJupyterError, RuntimeError):
+    """The catalog database has a schema this wkjupyter cannot use (made by a newer version)."""
+
+
+class CatalogUnavailableError(WkJupyterError, ConnectionError):
+    """The catalog database cannot be reached, or stayed locked or busy through every retry."""

@@ -1,0 +1,160 @@
+"""The Hub facade end to end: real data, real catalog (SQLite and PostgreSQL), real HTTP."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pytest
+
+import wkjupyter as wkj
+from wkjupyter.demo import make_volume, write_demo
+from wkjupyter.errors import DatasetNotFoundError, PermissionDeniedError
+from wkjupyter.hub import Hub
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from tests.servers import HTTPServerFactory
+
+SHAPE = (24, 48, 56)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    vol = make_volume(SHAPE, cells=8)
+    return write_demo(tmp_path_factory.mktemp("hub") / "demo", vol)
+
+
+@pytest.fixture
+def hub(catalog_url: str, tmp_path: Path) -> Hub:
+    return Hub(
+        catalog_url, "alice", data_dir=tmp_path, public_url="https://jupyter.example.org/user/alice"
+    )
+
+
+def as_user(hub: Hub, name: str) -> Hub:
+    return Hub(hub.catalog.url, name, data_dir=hub.catalog.data_dir)
+
+
+def test_import_find_read_tag_rename_delete(hub: Hub, demo: dict[str, Path]) -> None:
+    report = hub.explore(str(demo["OME-Zarr 0.4"]))
+    ds = hub.add_remote(report, name="Mouse-Cortex", tags=["EM", "demo"], description="cells")
+    assert ds.name == "mouse-cortex"
+    assert set(ds.tags) == {"em", "demo"}
+    assert ds.owner == "alice"  # the first user, and admin
+    assert hub.users() == [("alice", "admin")]
+    # Nothing was copied: the stored layers read straight from the source.
+    vol = make_volume(SHAPE, cells=8)
+    np.testing.assert_array_equal(ds.layers["cells"].read(mag="2")[0], vol.image[2])
+    assert ds["segmentation"].category == "segmentation"
+
+    assert [d.name for d in hub.datasets(search="CELLS mouse")] == ["mouse-cortex"]
+    assert [d.name for d in hub.datasets(search="segmentation")] == ["mouse-cortex"]  # layer
+    assert hub.datasets(search="nothing-like-this") == []
+    assert [d.name for d in hub.datasets(tags=["em"])] == ["mouse-cortex"]
+
+    ds.tags.add("cortex")
+    ds.tags.discard("demo")
+    assert sorted(ds.tags) == ["cortex", "em"]
+    ds.tags = ["x"]
+    assert list(ds.tags) == ["x"]
+    ds.description = "updated"
+    assert hub.dataset("mouse-cortex").description == "updated"
+
+    ds.rename("cortex-v2")
+    assert hub.dataset("mouse-cortex").name == "cortex-v2"  # the old name still answers
+    ds.delete()
+    with pytest.raises(DatasetNotFoundError, match="cortex-v2"):
+        hub.dataset("cortex-v2")
+
+
+def test_add_layers_from_another_source(hub: Hub, demo: dict[str, Path]) -> None:
+    ds = hub.add_remote(str(demo["N5"] / "raw"), name="mixed")
+    ds.add_layers(f"precomputed://file://{demo['Neuroglancer precomputed']}/segmentation")
+    assert sorted(ds.layers) == ["raw", "segmentation"]
+    seg = ds.layers["segmentation"]
+    assert seg.data_format == "neuroglancerPrecomputed"
+    vol = make_volume(SHAPE, cells=8)
+    np.testing.assert_array_equal(seg.read()[0], vol.labels[1])
+
+
+def test_private_datasets_are_invisible_to_others(hub: Hub, demo: dict[str, Path]) -> None:
+    hub.add_user("bob", "viewer")
+    ds = hub.add_remote(str(demo["N5"]), name="private-one")
+    bob = as_user(hub, "bob")
+    assert bob.datasets() == []
+    with pytest.raises(DatasetNotFoundError):
+        bob.dataset("private-one")
+    ds.public = True
+    assert [d.name for d in bob.datasets()] == ["private-one"]
+    with pytest.raises(PermissionDeniedError, match="bob"):
+        bob.dataset("private-one").tags.add("mine")
+    with pytest.raises(PermissionDeniedError):
+        bob.add_remote(str(demo["N5"]), name="bobs")  # viewers cannot import
+
+
+def test_team_members_share_private_datasets(hub: Hub, demo: dict[str, Path]) -> None:
+    hub.add_user("carol", "editor")
+    hub.add_team("lab")
+    hub.add_member("lab", "carol", "editor")
+    ds = hub.add_remote(str(demo["N5"]), name="team-data")
+    carol = as_user(hub, "carol")
+    assert carol.datasets() == []
+    ds.allowed_teams = ["lab"]
+    assert [d.name for d in carol.datasets()] == ["team-data"]
+    carol.dataset("team-data").tags.add("reviewed")
+    with pytest.raises(PermissionDeniedError):
+        carol.dataset("team-data").public = True  # administering needs ownership
+
+
+def test_links(hub: Hub, demo: dict[str, Path]) -> None:
+    ds = hub.add_remote(str(demo["OME-Zarr 0.4"]), name="shared")
+    link = ds.create_link(expires="7d", label="reviewer", layers=["cells"])
+    assert link.url.startswith("https://jupyter.example.org/user/alice/wkjupyter/links/")
+    assert link.token in link.url
+    assert link.layer_url("cells").endswith("/zarr/cells/")
+    assert link.label == "reviewer"
+    assert link.use_count == 0
+    assert not link.revoked
+    granted = hub.resolve_token(link.token)
+    assert granted is not None
+    assert granted.layers == ("cells",)
+    assert [other.id for other in ds.links()] == [link.id]
+    assert ds.links()[0].url == link.url  # the owner can copy it again
+    link.update(expires="1d")
+    assert link.expires_at is not None
+    link.revoke()
+    assert link.revoked
+    assert hub.resolve_token(link.token) is None
+    assert hub.resolve_token("not-a-token") is None
+
+
+def test_stored_credentials_serve_reads_and_rotate(
+    hub: Hub, demo: dict[str, Path], http_server: HTTPServerFactory
+) -> None:
+    root = demo["N5"].parent
+    server = http_server(root, basic_auth=("reader", "first-secret"))
+    url = server.url_for("cells.n5")
+    ds = hub.add_remote(url, name="remote", credential=wkj.HttpCredential("reader", "first-secret"))
+    fresh = Hub(hub.catalog.url, "alice", data_dir=hub.catalog.data_dir)  # a new session
+    layer = fresh.dataset("remote").layers["raw"]
+    np.testing.assert_array_equal(layer.read()[0], make_volume(SHAPE, cells=8).image[1])
+
+    (info,) = hub.credentials()
+    assert info.kind == "http"
+    assert "first-secret" not in repr(info)
+    assert "first-secret" not in repr(ds.datasource.layers["raw"])
+
+    server.basic_auth = ("reader", "second-secret")
+    with pytest.raises(wkj.RemoteAccessError):
+        fresh.dataset("remote").layers["raw"].read()
+    hub.rotate_credential(info.name, wkj.HttpCredential("reader", "second-secret"))
+    np.testing.assert_array_equal(
+        fresh.dataset("remote").layers["raw"].read()[0], make_volume(SHAPE, cells=8).image[1]
+    )
+
+
+def test_nothing_to_import_says_why(hub: Hub, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="nothing to import"):
+        hub.add_remote(str(tmp_path / "missing"))

@@ -1,0 +1,493 @@
+"""The notebook-facing facade: ``Hub``, ``Dataset``, ``Link``.
+
+Widgets, the CLI and (later) the server add no logic of their own: they call these. Every
+call runs as the hub's acting user and is checked against the catalog's permission rules.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator, MutableSet
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from wkjupyter.catalog import credentials as cred_service
+from wkjupyter.catalog import datasets as ds_service
+from wkjupyter.catalog import links as link_service
+from wkjupyter.catalog import users as user_service
+from wkjupyter.catalog.core import Catalog
+from wkjupyter.catalog.crypto import secret_box
+from wkjupyter.datasource import DataSource, Layer
+from wkjupyter.sources.explore import ExploreReport, explore, merge_layers
+
+if TYPE_CHECKING:
+    import datetime as dt
+    from collections.abc import Callable
+    from pathlib import Path
+
+    from sqlalchemy.orm import Session
+
+    from wkjupyter.catalog.models import DatasetRecord, LinkRecord, User
+    from wkjupyter.sources._fs import AccessOptions, Credential
+
+__all__ = ["Dataset", "Hub", "Link", "TagSet"]
+
+T = TypeVar("T")
+
+
+class Hub:
+    """The hub: a catalog of datasets, seen and changed as one user.
+
+    Parameters
+    ----------
+    catalog_url
+        A SQLAlchemy URL; default ``$WKJUPYTER_CATALOG_URL`` or SQLite in the data dir.
+    user
+        The acting user; default ``$JUPYTERHUB_USER`` or the OS user. The first user of a
+        new catalog becomes its admin.
+    public_url
+        The server's public base URL for links (default ``$WKJUPYTER_PUBLIC_URL``).
+    data_dir
+        Where the default catalog and its secret key live.
+    """
+
+    def __init__(
+        self,
+        catalog_url: str | None = None,
+        user: str | None = None,
+        *,
+        public_url: str | None = None,
+        data_dir: Path | None = None,
+    ) -> None:
+        self.catalog = Catalog(catalog_url, data_dir=data_dir)
+        self.user_name = user or user_service.default_user_name()
+        self.public_url = public_url or os.environ.get("WKJUPYTER_PUBLIC_URL")
+        self._box = secret_box(self.catalog)
+        self._run(lambda s, actor: None)  # registers the user (the first becomes admin)
+
+    def __repr__(self) -> str:
+        return f"Hub({self.catalog!r}, user={self.user_name!r})"
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _run(self, fn: Callable[[Session, User], T]) -> T:
+        """Run ``fn(session, actor)`` in one transaction (retried on transient conflicts)."""
+
+        def body(session: Session) -> T:
+            actor = user_service.actor_for(session, self.user_name)
+            return fn(session, actor)
+
+        return self.catalog.run(body)
+
+    # -- exploring and importing --------------------------------------------------------------
+
+    def explore(
+        self,
+        url_or_urls: str | list[str],
+        credential: Credential | None = None,
+        *,
+        options: AccessOptions | None = None,
+    ) -> ExploreReport:
+        """Find the layers at one or more URLs (see :func:`wkjupyter.explore`)."""
+        return explore(url_or_urls, credential, options=options)
+
+    def add_remote(
+        self,
+        report_or_url: ExploreReport | str | list[str],
+        name: str | None = None,
+        *,
+        tags: Iterable[str] = (),
+        public: bool = False,
+        credential: Credential | None = None,
+        description: str = "",
+    ) -> Dataset:
+        """Register a remote dataset: only its metadata and source URLs are stored.
+
+        ``report_or_url`` is an :class:`ExploreReport` (reviewed, maybe edited) or URLs to
+        explore now. A ``credential`` is stored encrypted and used whenever the data is read.
+        """
+        datasource = self._datasource_of(report_or_url, credential)
+
+        def add(session: Session, actor: User) -> DatasetRecord:
+            cred_id = self._store_credential(session, actor, credential)
+            return ds_service.add_dataset(
+                session,
+                actor,
+                datasource,
+                name=name,
+                tags=tuple(tags),
+                public=public,
+                description=description,
+                credential_ids=cred_id,
+            )
+
+        record = self._run(add)
+        return Dataset(self, record.slug)
+
+    def _datasource_of(
+        self, report_or_url: ExploreReport | str | list[str], credential: Credential | None
+    ) -> DataSource:
+        report = (
+            report_or_url
+            if isinstance(report_or_url, ExploreReport)
+            else explore(report_or_url, credential)
+        )
+        if report.datasource is None:
+            failures = "; ".join(s.message for s in report.errors) or "no format matched"
+            msg = f"nothing to import: exploring found no dataset ({failures})"
+            raise ValueError(msg)
+        return report.datasource
+
+    def _store_credential(
+        self, session: Session, actor: User, credential: Credential | None
+    ) -> str | None:
+        """The id of the stored ``credential`` (stored now unless an equal one exists)."""
+        if credential is None:
+            return None
+        existing = cred_service.find_credential_for(session, self._box, actor, credential)
+        if existing is not None:
+            return existing
+        info = cred_service.store_credential(session, self._box, actor, credential)
+        return info.id
+
+    # -- finding ------------------------------------------------------------------------------
+
+    def datasets(
+        self,
+        search: str | None = None,
+        tags: Iterable[str] | None = None,
+        public: bool | None = None,
+        *,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[Dataset]:
+        """The datasets you may see, optionally filtered by words, tags and visibility."""
+        records = self._run(
+            lambda s, a: ds_service.list_datasets(
+                s, a, search=search, tags=list(tags) if tags else None, public=public,
+                limit=limit, offset=offset,
+            )
+        )  # fmt: skip
+        return [Dataset(self, r.slug) for r in records]
+
+    def dataset(self, name: str) -> Dataset:
+        """One dataset by name (an old name of a renamed dataset works too)."""
+        record = self._run(lambda s, a: ds_service.get_dataset(s, a, name))
+        return Dataset(self, record.slug)
+
+    def link(self, link_id: int) -> Link:
+        """A link you may manage, by its id."""
+        token = self._run(lambda s, a: link_service.link_token(s, self._box, a, link_id))
+        return Link(self, link_id, token)
+
+    def resolve_token(self, token: str) -> Any:
+        """What a link token grants, while the link is valid; else ``None``."""
+        return self.catalog.run(lambda s: link_service.resolve_token(s, token))
+
+    # -- users, teams, credentials ------------------------------------------------------------
+
+    def users(self) -> list[tuple[str, str]]:
+        """(name, role) of every user."""
+        return self._run(lambda s, a: [(u.name, u.role) for u in user_service.list_users(s, a)])
+
+    def add_user(self, name: str, role: str = "editor") -> None:
+        self._run(lambda s, a: user_service.add_user(s, a, name, role))
+
+    def set_role(self, name: str, role: str) -> None:
+        self._run(lambda s, a: user_service.set_role(s, a, name, role))
+
+    def remove_user(self, name: str) -> None:
+        self._run(lambda s, a: user_service.remove_user(s, a, name))
+
+    def teams(self) -> list[str]:
+        return self._run(lambda s, a: [t.name for t in user_service.list_teams(s, a)])
+
+    def add_team(self, name: str) -> None:
+        self._run(lambda s, a: user_service.add_team(s, a, name))
+
+    def remove_team(self, name: str) -> None:
+        self._run(lambda s, a: user_service.remove_team(s, a, name))
+
+    def add_member(self, team: str, user: str, role: str = "editor") -> None:
+        self._run(lambda s, a: user_service.add_member(s, a, team, user, role))
+
+    def remove_member(self, team: str, user: str) -> None:
+        self._run(lambda s, a: user_service.remove_member(s, a, team, user))
+
+    def credentials(self) -> list[Any]:
+        """Stored credentials by name and kind (never their secrets)."""
+        return self._run(lambda s, a: cred_service.list_credentials(s, a))
+
+    def rotate_credential(self, name: str, credential: Credential) -> None:
+        """Replace a stored credential's secret; datasets using it read with the new one."""
+        self._run(lambda s, a: cred_service.rotate_credential(s, self._box, a, name, credential))
+
+
+class TagSet(MutableSet[str]):
+    """A dataset's tags; changes are saved at once (``ds.tags.add("em")``)."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self._dataset = dataset
+
+    def _names(self) -> list[str]:
+        return [t.name for t in self._dataset._record().tags]
+
+    def __contains__(self, tag: object) -> bool:
+        return isinstance(tag, str) and tag.lower() in self._names()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    def add(self, tag: str) -> None:
+        self._dataset._change(ds_service.add_tags, [tag])
+
+    def discard(self, tag: str) -> None:
+        self._dataset._change(ds_service.remove_tags, [tag])
+
+    def update(self, tags: Iterable[str]) -> None:
+        self._dataset._change(ds_service.add_tags, list(tags))
+
+    def set(self, tags: Iterable[str]) -> None:
+        self._dataset._change(ds_service.set_tags, list(tags))
+
+    def __repr__(self) -> str:
+        return f"TagSet({self._names()!r})"
+
+
+class Dataset:
+    """A dataset in the catalog, seen as the hub's user. Attributes read the catalog afresh."""
+
+    def __init__(self, hub: Hub, slug: str) -> None:
+        self._hub = hub
+        self.name = slug
+
+    def __repr__(self) -> str:
+        return f"Dataset({self.name!r})"
+
+    def _record(self) -> DatasetRecord:
+        return self._hub._run(lambda s, a: ds_service.get_dataset(s, a, self.name))
+
+    def _change(self, fn: Any, *args: Any) -> Any:
+        def body(session: Session, actor: User) -> Any:
+            record = ds_service.get_dataset(session, actor, self.name)
+            return fn(session, actor, record, *args)
+
+        return self._hub._run(body)
+
+    # -- metadata ----------------------------------------------------------------------------
+
+    def summary(self) -> dict[str, Any]:
+        """Name, visibility, owner, tags, description and layer names, read at once."""
+        record = self._record()
+        return {
+            "name": record.slug,
+            "public": record.public,
+            "owner": record.owner.name,
+            "tags": [t.name for t in record.tags],
+            "teams": [t.name for t in record.teams],
+            "description": record.description,
+            "layers": list(DataSource.from_json(record.datasource).layers),
+            "created_at": record.created_at,
+            "updated_at": record.updated_at,
+        }
+
+    @property
+    def description(self) -> str:
+        return self._record().description
+
+    @description.setter
+    def description(self, text: str) -> None:
+        self._change(ds_service.set_description, text)
+
+    @property
+    def public(self) -> bool:
+        return self._record().public
+
+    @public.setter
+    def public(self, value: bool) -> None:
+        self._change(ds_service.set_public, bool(value))
+
+    @property
+    def allowed_teams(self) -> list[str]:
+        return [t.name for t in self._record().teams]
+
+    @allowed_teams.setter
+    def allowed_teams(self, teams: Iterable[str]) -> None:
+        self._change(ds_service.set_allowed_teams, list(teams))
+
+    @property
+    def tags(self) -> TagSet:
+        return TagSet(self)
+
+    @tags.setter
+    def tags(self, tags: Iterable[str]) -> None:
+        self._change(ds_service.set_tags, list(tags))
+
+    @property
+    def owner(self) -> str:
+        return self._record().owner.name
+
+    @property
+    def created_at(self) -> dt.datetime:
+        return self._record().created_at
+
+    @property
+    def datasource(self) -> DataSource:
+        """The stored data source, with stored credentials bound so its layers read."""
+        record = self._record()
+        datasource = DataSource.from_json(record.datasource)
+        ids = {
+            level.credential_id
+            for layer in datasource.layers.values()
+            for level in layer.mags.values()
+            if level.credential_id
+        }
+        if ids:
+            creds = self._hub.catalog.run(
+                lambda s: {i: cred_service.load_credential(s, self._hub._box, i) for i in ids}
+            )
+            for layer in datasource.layers.values():
+                cid = next((m.credential_id for m in layer.mags.values() if m.credential_id), None)
+                layer.credential = creds.get(cid) if cid else None
+        return datasource
+
+    @property
+    def layers(self) -> dict[str, Layer]:
+        return self.datasource.layers
+
+    def __getitem__(self, layer: str) -> Layer:
+        return self.layers[layer]
+
+    # -- changes -----------------------------------------------------------------------------
+
+    def rename(self, new_name: str) -> None:
+        """Rename; the old name keeps working."""
+        record = self._change(ds_service.rename_dataset, new_name)
+        self.name = record.slug
+
+    def delete(self) -> None:
+        self._change(ds_service.delete_dataset)
+
+    def add_layers(
+        self, report_or_url: ExploreReport | str | list[str], credential: Credential | None = None
+    ) -> None:
+        """Add the layers of another source (names made unique, voxel sizes reconciled)."""
+        new = self._hub._datasource_of(report_or_url, credential)
+
+        def body(session: Session, actor: User) -> None:
+            record = ds_service.get_dataset(session, actor, self.name)
+            current = DataSource.from_json(record.datasource)
+            cred_id = self._hub._store_credential(session, actor, credential)
+            if cred_id:
+                for layer in new.layers.values():
+                    layer.mags = {
+                        m: _with_credential(level, cred_id) for m, level in layer.mags.items()
+                    }
+            steps: list[Any] = []
+            merged = merge_layers(
+                record.slug, [*current.layers.values(), *new.layers.values()], steps
+            )
+            if steps:
+                raise ValueError("; ".join(s.message for s in steps))
+            ds_service.update_datasource(session, actor, record, merged)
+
+        self._hub._run(body)
+
+    # -- links -------------------------------------------------------------------------------
+
+    def create_link(
+        self,
+        expires: str | dt.datetime | dt.timedelta | None = "30d",
+        label: str = "",
+        layers: list[str] | None = None,
+    ) -> Link:
+        """A private, expiring, revocable link granting read access to this dataset."""
+
+        def body(session: Session, actor: User) -> tuple[LinkRecord, str]:
+            record = ds_service.get_dataset(session, actor, self.name)
+            return link_service.create_link(
+                session, self._hub._box, actor, dataset=record, expires=expires, label=label,
+                layers=layers,
+            )  # fmt: skip
+
+        link, token = self._hub._run(body)
+        return Link(self._hub, link.id, token)
+
+    def links(self) -> list[Link]:
+        def body(session: Session, actor: User) -> list[Link]:
+            record = ds_service.get_dataset(session, actor, self.name)
+            return [
+                Link(self._hub, r.id, link_service.link_token(session, self._hub._box, actor, r.id))
+                for r in link_service.list_links(session, actor, dataset=record)
+            ]
+
+        return self._hub._run(body)
+
+
+def _with_credential(level: Any, cred_id: str) -> Any:
+    from dataclasses import replace
+
+    return replace(level, credential_id=cred_id)
+
+
+@dataclass
+class Link:
+    """A private link. ``url`` is what you share; ``token`` is the secret inside it."""
+
+    _hub: Hub = field(repr=False)
+    id: int
+    token: str = field(repr=False)
+
+    def _record(self) -> LinkRecord:
+        return self._hub._run(lambda s, a: link_service.get_link(s, a, self.id))
+
+    @property
+    def url(self) -> str:
+        base = (self._hub.public_url or "").rstrip("/")
+        return f"{base}/wkjupyter/links/{self.token}/"
+
+    def layer_url(self, layer: str) -> str:
+        return f"{self.url}zarr/{layer}/"
+
+    @property
+    def expires_at(self) -> dt.datetime | None:
+        return self._record().expires_at
+
+    @property
+    def revoked(self) -> bool:
+        return self._record().revoked_at is not None
+
+    @property
+    def last_used_at(self) -> dt.datetime | None:
+        return self._record().last_used_at
+
+    @property
+    def use_count(self) -> int:
+        return self._record().use_count
+
+    @property
+    def label(self) -> str:
+        return self._record().label
+
+    def update(self, expires: Any = ..., label: str | None = None) -> None:
+        kwargs: dict[str, Any] = {}
+        if expires is not ...:
+            kwargs["expires"] = expires
+        if label is not None:
+            kwargs["label"] = label
+        self._hub._run(lambda s, a: link_service.update_link(s, a, self.id, **kwargs))
+
+    def revoke(self) -> None:
+        self._hub._run(lambda s, a: link_service.revoke_link(s, a, self.id))
+
+    def to_json(self) -> str:
+        r = self._record()
+        return json.dumps(
+            {"id": self.id, "url": self.url, "label": r.label,
+             "expires_at": r.expires_at.isoformat() if r.expires_at else None,
+             "revoked": r.revoked_at is not None, "use_count": r.use_count},
+        )  # fmt: skip
