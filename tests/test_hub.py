@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -13,8 +14,6 @@ from wkjupyter.errors import DatasetNotFoundError, PermissionDeniedError
 from wkjupyter.hub import Hub
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from tests.servers import HTTPServerFactory
 
 SHAPE = (24, 48, 56)
@@ -158,3 +157,39 @@ def test_stored_credentials_serve_reads_and_rotate(
 def test_nothing_to_import_says_why(hub: Hub, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="nothing to import"):
         hub.add_remote(str(tmp_path / "missing"))
+
+
+def _worker(url: str, data_dir: str, source: str, k: int, n: int) -> None:
+    hub = Hub(url, "alice", data_dir=Path(data_dir))
+    common = hub.dataset("common")
+    for i in range(n):
+        ds = hub.add_remote(source, name=f"w{k}-{i}", tags=[f"worker-{k}"])
+        ds.tags.add("shared")
+        ds.create_link(expires="1d", label=f"{k}-{i}")
+        common.tags.add(f"w{k}-{i}")  # both processes change one dataset's tags
+
+
+def test_two_processes_lose_nothing(hub: Hub, demo: dict[str, Path]) -> None:
+    import multiprocessing
+
+    source = str(demo["N5"] / "raw")
+    hub.add_remote(source, name="common")
+    n = 6
+    ctx = multiprocessing.get_context("spawn")
+    procs = [
+        ctx.Process(target=_worker, args=(hub.catalog.url, str(hub.catalog.data_dir), source, k, n))
+        for k in range(2)
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=240)
+    assert [p.exitcode for p in procs] == [0, 0]  # no "database is locked" surfaced
+
+    names = {d.name for d in hub.datasets(tags=["shared"])}
+    assert names == {f"w{k}-{i}" for k in range(2) for i in range(n)}
+    assert set(hub.dataset("common").tags) == names
+    labels = sorted(
+        link.label for k in range(2) for i in range(n) for link in hub.dataset(f"w{k}-{i}").links()
+    )
+    assert labels == sorted(f"{k}-{i}" for k in range(2) for i in range(n))

@@ -13,7 +13,6 @@ actor may not use look absent (:class:`~wkjupyter.errors.CredentialNotFoundError
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import secrets
 from dataclasses import dataclass
@@ -32,6 +31,8 @@ from wkjupyter.errors import (
 from wkjupyter.sources import Credential, GcsCredential, HttpCredential, S3Credential
 
 if TYPE_CHECKING:
+    import datetime as dt
+
     from sqlalchemy.orm import Session
 
     from wkjupyter.catalog.crypto import SecretBox
@@ -74,8 +75,8 @@ class CredentialInfo:
             record.name,
             kind,
             owner,
-            _utc(record.created_at),
-            _utc(record.rotated_at) if record.rotated_at else None,
+            record.created_at,
+            record.rotated_at,
         )
 
 
@@ -361,8 +362,3 @@ def _check_name(name: str) -> str:
         msg = f"invalid credential name {name[:40]!r}: use 1 to {_MAX_NAME} printable characters"
         raise InvalidNameError(msg)
     return name
-
-
-def _utc(value: dt.datetime) -> dt.datetime:
-    # SQLite hands back naive datetimes; the catalog stores UTC.
-    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)

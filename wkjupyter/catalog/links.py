@@ -165,7 +165,7 @@ def _show(value: object) -> str:
 
 
 def _utc(value: dt.datetime) -> dt.datetime:
-    """``value`` in UTC; naive datetimes (and SQLite's read-backs) are taken as UTC."""
+    """``value`` in UTC; naive datetimes given by callers are taken as UTC."""
     if value.tzinfo is None:
         return value.replace(tzinfo=dt.UTC)
     return value.astimezone(dt.UTC)
@@ -338,7 +338,7 @@ def link_status(record: LinkRecord, now: dt.datetime | None = None) -> LinkStatu
     now = _utc(now) if now is not None else utcnow()
     if record.revoked_at is not None:
         return "revoked"
-    if record.expires_at is not None and _utc(record.expires_at) <= now:
+    if record.expires_at is not None and record.expires_at <= now:
         return "expired"
     return "active"
 
@@ -371,7 +371,7 @@ def resolve_token(
     link, dataset, annotation = row
     if link_status(link, now) != "active":
         return None
-    expires = _utc(link.expires_at) if link.expires_at is not None else None
+    expires = link.expires_at
     return ResolvedLink(link.id, dataset, annotation, link_layers(link), expires)
 
 

@@ -8,7 +8,7 @@ are opaque strings.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import (
     Boolean,
@@ -20,6 +20,7 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Text,
+    TypeDecorator,
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -51,6 +52,32 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+class UtcDateTime(TypeDecorator[dt.datetime]):
+    """A timezone-aware UTC datetime on every backend.
+
+    SQLite stores no zone and hands naive datetimes back; this type stores UTC and always
+    returns aware UTC values, so callers can compare them with ``utcnow()``. Naive values
+    given to it are taken as UTC.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC)
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC)
+
+
 class Base(DeclarativeBase):
     pass
 
@@ -62,7 +89,7 @@ class User(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(255), unique=True)
     role: Mapped[str] = mapped_column(String(16))
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime(), default=utcnow)
 
     memberships: Mapped[list[Membership]] = relationship(
         back_populates="user", cascade="all, delete-orphan"
@@ -74,7 +101,7 @@ class Team(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(255), unique=True)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime(), default=utcnow)
 
     memberships: Mapped[list[Membership]] = relationship(
         back_populates="team", cascade="all, delete-orphan"
@@ -142,10 +169,8 @@ class DatasetRecord(Base):
     public: Mapped[bool] = mapped_column(Boolean, default=False)
     # Lower-cased name, description, tags and layer names: what search matches against.
     search_text: Mapped[str] = mapped_column(Text, default="")
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[dt.datetime] = mapped_column(
-        DateTime(timezone=True), default=utcnow, onupdate=utcnow
-    )
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime(), default=utcnow, onupdate=utcnow)
 
     owner: Mapped[User] = relationship()
     tags: Mapped[list[Tag]] = relationship(secondary="dataset_tags", order_by="Tag.name")
@@ -172,8 +197,8 @@ class CredentialRecord(Base):
     kind: Mapped[str] = mapped_column(String(16))  # "http" | "s3" | "gcs"
     secret: Mapped[bytes] = mapped_column(LargeBinary)  # Fernet token of the credential JSON
     owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    rotated_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    rotated_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
 
 
 class Annotation(Base):
@@ -187,7 +212,7 @@ class Annotation(Base):
     fallback_layer: Mapped[str | None] = mapped_column(String(255))
     storage_url: Mapped[str] = mapped_column(Text)
     current_version: Mapped[int] = mapped_column(Integer, default=0)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime(), default=utcnow)
 
 
 class AnnotationVersion(Base):
@@ -199,7 +224,7 @@ class AnnotationVersion(Base):
     version: Mapped[int] = mapped_column(Integer, primary_key=True)
     author_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     description: Mapped[str] = mapped_column(Text, default="")
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime(), default=utcnow)
 
 
 class LinkRecord(Base):
@@ -228,8 +253,8 @@ class LinkRecord(Base):
     layers: Mapped[str | None] = mapped_column(Text)  # JSON list of layer names, None = all
     label: Mapped[str] = mapped_column(String(255), default="")
     created_by: Mapped[int] = mapped_column(ForeignKey("users.id"))
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
-    revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
-    last_used_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    expires_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
     use_count: Mapped[int] = mapped_column(Integer, default=0)
