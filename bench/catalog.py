@@ -334,6 +334,10 @@ def record(runs: dict[str, dict[str, Any]]) -> None:
         "tags, teams). Targets on SQLite: p50 < 20 ms for search, < 2 ms for token "
         "resolution — " + ("all met." if not missed else "missed: " + "; ".join(missed) + "."),
         "",
+        "Data: slugs are `species-region-method-n`, so datasets of one region cluster in slug "
+        f"order; `{COMMON}` matches more than `FTS_MAX_IDS` (2000), so SQLite walks the slug "
+        "index with `LIKE` and passes ~3700 non-matching rows before the 50th match.",
+        "",
     ]
     if "PostgreSQL" not in runs:
         lines[-1:-1] = ["PostgreSQL was unreachable in this run.", ""]

@@ -15,6 +15,8 @@ NOTEBOOKS = sorted((Path(__file__).parents[1] / "notebooks").glob("*.ipynb"))
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_runs(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WKJUPYTER_NOTEBOOK_DATA", str(tmp_path / "demo"))
+    monkeypatch.setenv("WKJUPYTER_DATA_DIR", str(tmp_path / "data"))  # a fresh catalog
+    monkeypatch.delenv("WKJUPYTER_CATALOG_URL", raising=False)
     nb = nbformat.read(path, as_version=4)
     NotebookClient(
         nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}

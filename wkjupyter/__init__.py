@@ -20,6 +20,7 @@ from wkjupyter.errors import (
     WkJupyterError,
 )
 from wkjupyter.geometry import BoundingBox, Mag, Vec3, VoxelSize
+from wkjupyter.hub import Dataset, Hub, Link
 from wkjupyter.sources import (
     AccessOptions,
     GcsCredential,
@@ -36,14 +37,17 @@ __all__ = [
     "BoundingBox",
     "ChannelInfo",
     "DataSource",
+    "Dataset",
     "DatasetNotFoundError",
     "ExploreReport",
     "ExploreStep",
     "GcsCredential",
     "HttpCredential",
+    "Hub",
     "InvalidKeyError",
     "Layer",
     "LayerNotFoundError",
+    "Link",
     "Mag",
     "MagLevel",
     "MetadataError",
