@@ -65,15 +65,14 @@ def _hub(args: argparse.Namespace) -> Hub:
 def _cmd_ls(args: argparse.Namespace) -> int:
     hub = _hub(args)
     public = {"public": True, "private": False}.get(args.visibility or "")
-    found = hub.datasets(search=args.search, tags=args.tag or None, public=public)
+    found = hub.summaries(search=args.search, tags=args.tag or None, public=public)
     if args.json:
-        print(json.dumps([d.summary() for d in found], indent=2, default=str))
+        print(json.dumps(found, indent=2, default=str))
         return 0
     if not found:
         print("no datasets" + (" match" if args.search or args.tag or public is not None else ""))
         return 0
-    for ds in found:
-        info = ds.summary()
+    for info in found:
         tags = ", ".join(info["tags"]) or "-"
         layers = ", ".join(info["layers"])
         visibility = "public" if info["public"] else "private"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Iterator, MutableSet
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from wkjupyter.catalog import credentials as cred_service
@@ -18,7 +18,7 @@ from wkjupyter.catalog import links as link_service
 from wkjupyter.catalog import users as user_service
 from wkjupyter.catalog.core import Catalog
 from wkjupyter.catalog.crypto import secret_box
-from wkjupyter.datasource import DataSource, Layer
+from wkjupyter.datasource import DataSource, Layer, MagLevel
 from wkjupyter.sources.explore import ExploreReport, explore, merge_layers
 
 if TYPE_CHECKING:
@@ -171,6 +171,26 @@ class Hub:
         )  # fmt: skip
         return [Dataset(self, r.slug) for r in records]
 
+    def summaries(
+        self,
+        search: str | None = None,
+        tags: Iterable[str] | None = None,
+        public: bool | None = None,
+        *,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[dict[str, Any]]:
+        """Like :meth:`datasets`, as :meth:`Dataset.summary` dicts read in one transaction."""
+        return self._run(
+            lambda s, a: [
+                _summary(r)
+                for r in ds_service.list_datasets(
+                    s, a, search=search, tags=list(tags) if tags else None, public=public,
+                    limit=limit, offset=offset,
+                )
+            ]
+        )  # fmt: skip
+
     def dataset(self, name: str) -> Dataset:
         """One dataset by name (an old name of a renamed dataset works too)."""
         record = self._run(lambda s, a: ds_service.get_dataset(s, a, name))
@@ -282,18 +302,7 @@ class Dataset:
 
     def summary(self) -> dict[str, Any]:
         """Name, visibility, owner, tags, description and layer names, read at once."""
-        record = self._record()
-        return {
-            "name": record.slug,
-            "public": record.public,
-            "owner": record.owner.name,
-            "tags": [t.name for t in record.tags],
-            "teams": [t.name for t in record.teams],
-            "description": record.description,
-            "layers": list(DataSource.from_json(record.datasource).layers),
-            "created_at": record.created_at,
-            "updated_at": record.updated_at,
-        }
+        return _summary(self._record())
 
     @property
     def description(self) -> str:
@@ -428,9 +437,21 @@ class Dataset:
         return self._hub._run(body)
 
 
-def _with_credential(level: Any, cred_id: str) -> Any:
-    from dataclasses import replace
+def _summary(record: DatasetRecord) -> dict[str, Any]:
+    return {
+        "name": record.slug,
+        "public": record.public,
+        "owner": record.owner.name,
+        "tags": [t.name for t in record.tags],
+        "teams": [t.name for t in record.teams],
+        "description": record.description,
+        "layers": list(DataSource.from_json(record.datasource).layers),
+        "created_at": record.created_at,
+        "updated_at": record.updated_at,
+    }
 
+
+def _with_credential(level: MagLevel, cred_id: str) -> MagLevel:
     return replace(level, credential_id=cred_id)
 
 
