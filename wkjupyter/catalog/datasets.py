@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Final
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import joinedload, selectinload
+from sqlalchemy.orm import selectinload
 
 from wkjupyter.catalog import credentials
 from wkjupyter.catalog.core import dataset_search_text, search_filter
@@ -191,7 +191,7 @@ def _with_relations(stmt: Select[DatasetRecord]) -> Select[DatasetRecord]:
     return stmt.options(
         selectinload(DatasetRecord.tags),
         selectinload(DatasetRecord.teams),
-        joinedload(DatasetRecord.owner),
+        selectinload(DatasetRecord.owner),  # a join would make OFFSET read the skipped rows
     )
 
 
