@@ -105,6 +105,12 @@ def test_team_members_share_private_datasets(hub: Hub, demo: dict[str, Path]) ->
     carol.dataset("team-data").tags.add("reviewed")
     with pytest.raises(PermissionDeniedError):
         carol.dataset("team-data").public = True  # administering needs ownership
+    hub.set_member_role("lab", "carol", "viewer")
+    assert hub.members("lab") == [("carol", "viewer")]
+    with pytest.raises(PermissionDeniedError):
+        carol.dataset("team-data").tags.add("again")  # a team viewer only reads
+    with pytest.raises(PermissionDeniedError):
+        carol.add_team("mine")  # managing teams is for admins
 
 
 def test_links(hub: Hub, demo: dict[str, Path]) -> None:

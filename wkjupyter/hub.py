@@ -235,6 +235,15 @@ class Hub:
     def remove_member(self, team: str, user: str) -> None:
         self._run(lambda s, a: user_service.remove_member(s, a, team, user))
 
+    def set_member_role(self, team: str, user: str, role: str) -> None:
+        self._run(lambda s, a: user_service.set_member_role(s, a, team, user, role))
+
+    def members(self, team: str) -> list[tuple[str, str]]:
+        """(user, role) of every member of ``team``."""
+        return self._run(
+            lambda s, a: [(m.user.name, m.role) for m in user_service.list_members(s, a, team)]
+        )
+
     def credentials(self) -> list[Any]:
         """Stored credentials by name and kind (never their secrets)."""
         return self._run(lambda s, a: cred_service.list_credentials(s, a))
