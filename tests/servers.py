@@ -188,10 +188,23 @@ class _RangeHandler(BaseHTTPRequestHandler):
 
     def _handle(self) -> None:
         owner = self.server.owner
-        start = time.perf_counter()
+        self._start: float | None = time.perf_counter()
         try:
             self._respond(owner)
         finally:
+            self._log_once()
+
+    def end_headers(self) -> None:
+        # Log before the client can see the response end: a client that reads the log right
+        # after its request returned must find it, and its next request must start later.
+        self._log_once()
+        super().end_headers()
+
+    def _log_once(self) -> None:
+        start = getattr(self, "_start", None)  # only GET and HEAD are logged
+        self._start = None
+        if start is not None:
+            owner = self.server.owner
             owner._record(RequestRecord(self.command, self.path, start, time.perf_counter()))
 
     def _send(
