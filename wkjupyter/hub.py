@@ -163,13 +163,8 @@ class Hub:
         offset: int = 0,
     ) -> list[Dataset]:
         """The datasets you may see, optionally filtered by words, tags and visibility."""
-        records = self._run(
-            lambda s, a: ds_service.list_datasets(
-                s, a, search=search, tags=list(tags) if tags else None, public=public,
-                limit=limit, offset=offset,
-            )
-        )  # fmt: skip
-        return [Dataset(self, r.slug) for r in records]
+        slugs = self._listing(lambda r: r.slug, search, tags, public, limit, offset)
+        return [Dataset(self, slug) for slug in slugs]
 
     def summaries(
         self,
@@ -181,15 +176,26 @@ class Hub:
         offset: int = 0,
     ) -> list[dict[str, Any]]:
         """Like :meth:`datasets`, as :meth:`Dataset.summary` dicts read in one transaction."""
+        return self._listing(_summary, search, tags, public, limit, offset)
+
+    def _listing(
+        self,
+        convert: Callable[[DatasetRecord], T],
+        search: str | None,
+        tags: Iterable[str] | None,
+        public: bool | None,
+        limit: int | None,
+        offset: int,
+    ) -> list[T]:
+        tag_list = list(tags) if tags else None
         return self._run(
             lambda s, a: [
-                _summary(r)
+                convert(r)
                 for r in ds_service.list_datasets(
-                    s, a, search=search, tags=list(tags) if tags else None, public=public,
-                    limit=limit, offset=offset,
+                    s, a, search=search, tags=tag_list, public=public, limit=limit, offset=offset
                 )
             ]
-        )  # fmt: skip
+        )
 
     def dataset(self, name: str) -> Dataset:
         """One dataset by name (an old name of a renamed dataset works too)."""

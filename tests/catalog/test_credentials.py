@@ -13,6 +13,7 @@ import pytest
 from cryptography.fernet import Fernet
 from sqlalchemy import text
 
+from tests.catalog.helpers import add_user
 from wkjupyter.catalog import credentials as creds
 from wkjupyter.catalog import crypto, links
 from wkjupyter.catalog.crypto import ENV_KEY, SecretBox, secret_box
@@ -26,24 +27,7 @@ from wkjupyter.errors import (
 )
 from wkjupyter.sources import GcsCredential, HttpCredential, S3Credential
 
-
-@pytest.fixture(autouse=True)
-def _file_key(monkeypatch):
-    """The key comes from the data dir's key file, not from the developer's environment."""
-    monkeypatch.delenv(ENV_KEY, raising=False)
-    crypto.clear_cache()
-    yield
-    crypto.clear_cache()
-
-
 # -- helpers -----------------------------------------------------------------------------------
-
-
-def add_user(session, name, role="editor"):
-    user = User(name=name, role=role)
-    session.add(user)
-    session.flush()
-    return user
 
 
 def datasource_json(*layers, credential_id=None):

@@ -10,7 +10,6 @@ import threading
 import pytest
 from cryptography.fernet import Fernet
 
-from wkjupyter.catalog import crypto
 from wkjupyter.catalog.crypto import (
     ENV_KEY,
     KEY_FILE,
@@ -20,14 +19,6 @@ from wkjupyter.catalog.crypto import (
     token_hash,
 )
 from wkjupyter.errors import SecretKeyError, WkJupyterError
-
-
-@pytest.fixture(autouse=True)
-def _no_env_key(monkeypatch):
-    monkeypatch.delenv(ENV_KEY, raising=False)
-    crypto.clear_cache()
-    yield
-    crypto.clear_cache()
 
 
 def _mode(path):

@@ -12,8 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import event, inspect, select
 
-from wkjupyter.catalog import crypto, links
-from wkjupyter.catalog.crypto import ENV_KEY, secret_box
+from tests.catalog.helpers import add_user
+from wkjupyter.catalog import links
+from wkjupyter.catalog.crypto import secret_box
 from wkjupyter.catalog.links import parse_expiry
 from wkjupyter.catalog.models import (
     Annotation,
@@ -34,21 +35,6 @@ from wkjupyter.errors import (
 
 UTC = dt.UTC
 NOW = dt.datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture(autouse=True)
-def _file_key(monkeypatch):
-    monkeypatch.delenv(ENV_KEY, raising=False)
-    crypto.clear_cache()
-    yield
-    crypto.clear_cache()
-
-
-def add_user(session, name, role="editor"):
-    user = User(name=name, role=role)
-    session.add(user)
-    session.flush()
-    return user
 
 
 def add_dataset(session, owner, slug, *layers, public=False):
