@@ -23,7 +23,6 @@ import datetime as dt
 import json
 import os
 import random
-import secrets
 import statistics
 import sys
 import tempfile
@@ -34,11 +33,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import create_engine, exc, make_url, text
-from sqlalchemy.pool import NullPool
+from sqlalchemy import exc, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tests.catalog.fixtures import PostgresServer
 from wkjupyter.catalog.core import Catalog, dataset_search_text
 from wkjupyter.catalog.crypto import new_token, secret_box, token_hash
 from wkjupyter.catalog.datasets import count_datasets, list_datasets
@@ -254,34 +253,19 @@ def run_backend(name: str, url: str, data_dir: Path, count: int) -> dict[str, An
 @contextmanager
 def pg_database(admin_url: str) -> Iterator[str | None]:
     """A throwaway database's URL on the server at ``admin_url`` (``None``: unreachable)."""
-    admin = create_engine(
-        admin_url,
-        isolation_level="AUTOCOMMIT",  # CREATE/DROP DATABASE refuse to run in a transaction
-        poolclass=NullPool,
-        connect_args={"connect_timeout": 5},
-    )
-    name = f"wkj_bench_{secrets.token_hex(6)}"
+    server = PostgresServer(admin_url)
     try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        name = server.create()
     except exc.OperationalError as err:
         reason = str(err.orig).strip().splitlines()[0] if err.orig else err
-        print(f"PostgreSQL skipped: cannot reach {admin.url!r} ({reason})")
+        print(f"PostgreSQL skipped: cannot reach {server.admin_url!r} ({reason})")
         yield None
         return
     try:
-        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+        yield server.url(name)
     finally:
-        with admin.connect() as conn:
-            conn.execute(
-                text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = :name AND pid <> pg_backend_pid()"
-                ),
-                {"name": name},
-            )
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}"')
-        admin.dispose()
+        server.drop(name)
+        server.admin.dispose()
 
 
 # -- reporting ----------------------------------------------------------------------------

@@ -26,8 +26,7 @@ def dp(
     leaf: str | None = None,
     chunk: tuple[int, ...] | None = None,
 ) -> DataPath:
-    listing = leaf is None and chunk is None
-    return DataPath(tree, token, dataset, layer, mag, leaf, chunk, listing)  # type: ignore[arg-type]
+    return DataPath(tree, token, dataset, layer, mag, leaf, chunk)  # type: ignore[arg-type]
 
 
 # --- accepted forms ---------------------------------------------------------------------------

@@ -86,8 +86,6 @@ class DataPath:
         A metadata name (``.zattrs``, ``zarr.json`` ...), or None for a listing or a chunk.
     chunk
         The chunk grid index (c, z, y, x plus leading axes), or None.
-    listing
-        True if the path names a directory (root, layer or mag).
     """
 
     tree: Tree
@@ -97,7 +95,11 @@ class DataPath:
     mag: str | None
     leaf: str | None
     chunk: tuple[int, ...] | None
-    listing: bool
+
+    @property
+    def listing(self) -> bool:
+        """True if the path names a directory (root, layer or mag)."""
+        return self.leaf is None and self.chunk is None
 
 
 def parse_data_path(path: str) -> DataPath:
@@ -181,8 +183,7 @@ def _parse_below_root(
         leaf: str | None = None,
         chunk: tuple[int, ...] | None = None,
     ) -> DataPath:
-        listing = leaf is None and chunk is None
-        return DataPath(tree, token, dataset, layer, mag, leaf, chunk, listing)
+        return DataPath(tree, token, dataset, layer, mag, leaf, chunk)
 
     if not rest:
         return result()
