@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 import numpy as np
 import pytest
 
 import wkjupyter as wkj
 from wkjupyter.demo import make_volume, write_demo
-from wkjupyter.errors import DatasetNotFoundError, PermissionDeniedError
+from wkjupyter.errors import (
+    DatasetNotFoundError,
+    LayerNotFoundError,
+    PermissionDeniedError,
+    ServerNotFoundError,
+)
 from wkjupyter.hub import Hub
+from wkjupyter.server.runtime import ServerInfo, remove_server_info, write_server_info
+from wkjupyter.sources.neuroglancer import SourceSpec, parse_neuroglancer_url
 
 if TYPE_CHECKING:
     from tests.servers import HTTPServerFactory
@@ -118,7 +128,10 @@ def test_links(hub: Hub, demo: dict[str, Path]) -> None:
     link = ds.create_link(expires="7d", label="reviewer", layers=["cells"])
     assert link.url.startswith("https://jupyter.example.org/user/alice/wkjupyter/links/")
     assert link.token in link.url
-    assert link.layer_url("cells").endswith("/zarr/cells/")
+    assert link.layer_url("cells") == f"{link.url}zarr/cells/"
+    assert link.layer_url("cells", zarr_format=3) == f"{link.url}zarr3/cells/"
+    with pytest.raises(LayerNotFoundError, match="grants no layer 'segmentation'; it grants cells"):
+        link.layer_url("segmentation")
     assert link.label == "reviewer"
     assert link.use_count == 0
     assert not link.revoked
@@ -133,6 +146,123 @@ def test_links(hub: Hub, demo: dict[str, Path]) -> None:
     assert link.revoked
     assert hub.resolve_token(link.token) is None
     assert hub.resolve_token("not-a-token") is None
+
+
+def test_zarr_urls(hub: Hub, demo: dict[str, Path]) -> None:
+    ds = hub.add_remote(str(demo["OME-Zarr 0.4"]), name="Cortex")
+    assert hub.public_url == "https://jupyter.example.org/user/alice/"  # "/" added
+    base = "https://jupyter.example.org/user/alice/wkjupyter/"
+    assert ds.zarr_url() == f"{base}zarr/cortex/"
+    assert ds.zarr_url("cells") == f"{base}zarr/cortex/cells/"
+    assert ds.zarr_url("segmentation", zarr_format=3) == f"{base}zarr3/cortex/segmentation/"
+    with pytest.raises(LayerNotFoundError, match="'nuclei'; it has cells, segmentation"):
+        ds.zarr_url("nuclei")
+    with pytest.raises(ValueError, match="zarr_format must be 2 or 3"):
+        ds.zarr_url(zarr_format=4)  # type: ignore[arg-type]
+    ds.rename("cortex-v2")
+    assert hub.dataset("cortex").zarr_url() == f"{base}zarr/cortex-v2/"  # always the current name
+
+
+def ng_state(url: str) -> dict[str, Any]:
+    state: dict[str, Any] = json.loads(unquote(url.split("#!", 1)[1]))
+    return state
+
+
+def test_neuroglancer_urls(hub: Hub, demo: dict[str, Path]) -> None:
+    report = hub.explore(str(demo["OME-Zarr 0.4"]))
+    assert report.datasource is not None
+    nm = report.datasource.voxel_size
+    assert nm.unit == "nanometer"
+    # Stored in micrometers: Neuroglancer still gets meters.
+    report.datasource.voxel_size = nm.to_unit("um")
+    ds = hub.add_remote(report, name="cortex")
+    assert ds.datasource.voxel_size.unit == "micrometer"
+
+    url = ds.neuroglancer_url()
+    assert url.startswith("https://neuroglancer-demo.appspot.com/#!%7B%22dimensions%22:")
+    layers, notes = parse_neuroglancer_url(url)
+    assert notes == []
+    assert [(layer.name, layer.category, layer.sources) for layer in layers] == [
+        ("cells", "color", (SourceSpec(ds.zarr_url("cells"), "zarr2"),)),
+        ("segmentation", "segmentation", (SourceSpec(ds.zarr_url("segmentation"), "zarr2"),)),
+    ]
+    state = ng_state(url)
+    assert state["dimensions"] == {
+        "x": [pytest.approx(nm.x * 1e-9), "m"],
+        "y": [pytest.approx(nm.y * 1e-9), "m"],
+        "z": [pytest.approx(nm.z * 1e-9), "m"],
+    }
+    z, y, x = SHAPE
+    assert state["position"] == [x / 2, y / 2, z / 2]  # the centre, x, y, z in voxels
+    assert state["layout"] == "4panel"
+
+    url = ds.neuroglancer_url(["segmentation"], host="https://ng.example.org/")
+    assert url.startswith("https://ng.example.org/#!")
+    assert [layer.name for layer in parse_neuroglancer_url(url)[0]] == ["segmentation"]
+    with pytest.raises(LayerNotFoundError, match="dataset 'cortex' has no layer 'nuclei'"):
+        ds.neuroglancer_url(["cells", "nuclei"])
+
+    # A link's Neuroglancer URL reads the link's tree, and only the layers it grants.
+    link = ds.create_link(layers=["segmentation"])
+    layers, notes = parse_neuroglancer_url(link.neuroglancer_url())
+    assert notes == []
+    assert [(layer.name, layer.sources[0].url) for layer in layers] == [
+        ("segmentation", link.layer_url("segmentation"))
+    ]
+    assert link.layer_url("segmentation").startswith(link.url)
+    with pytest.raises(LayerNotFoundError, match="grants no layer 'cells'"):
+        link.neuroglancer_url(["cells"])
+    everything = ds.create_link()
+    state = ng_state(everything.neuroglancer_url())
+    assert [layer["name"] for layer in state["layers"]] == ["cells", "segmentation"]
+    assert state["dimensions"] == ng_state(ds.neuroglancer_url())["dimensions"]
+
+
+@pytest.fixture
+def in_kernel(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """As in a kernel of a Jupyter server with this process's pid, known to nothing else."""
+    for name in (
+        "WKJUPYTER_PUBLIC_URL", "WKJUPYTER_CATALOG_URL", "WKJUPYTER_DATA_DIR",
+        "JUPYTERHUB_PUBLIC_URL", "JUPYTERHUB_SERVICE_PREFIX",
+    ):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "runtime"))
+    monkeypatch.setenv("JPY_PARENT_PID", str(os.getpid()))
+
+
+@pytest.mark.usefixtures("in_kernel")
+def test_the_servers_url_and_catalog_are_discovered(
+    catalog_url: str, tmp_path: Path, demo: dict[str, Path]
+) -> None:
+    data_dir = tmp_path / "server-data"
+    hub = Hub(catalog_url, "alice", data_dir=data_dir)
+    ds = hub.add_remote(str(demo["N5"]), name="found")
+    link = ds.create_link()
+    assert hub.public_url is None
+    assert link.url == f"/wkjupyter/links/{link.token}/"  # relative until a server is known
+    with pytest.raises(ServerNotFoundError, match="WKJUPYTER_PUBLIC_URL") as info:
+        ds.zarr_url()
+    assert "Hub(public_url=" in str(info.value)
+    with pytest.raises(ServerNotFoundError):
+        link.neuroglancer_url()
+
+    # The server extension starts (this process plays its part) and records where it is.
+    public = "https://data.example.org/user/alice"
+    write_server_info(ServerInfo(os.getpid(), public, catalog_url, str(data_dir)))
+    assert ds.zarr_url() == f"{public}/wkjupyter/zarr/found/"
+    assert link.url == f"{public}/wkjupyter/links/{link.token}/"
+    fresh = Hub(user="alice")  # finds the server's catalog and its secret key
+    assert fresh.catalog.url == hub.catalog.url
+    assert fresh.catalog.data_dir == data_dir
+    assert [other.url for other in fresh.dataset("found").links()] == [link.url]
+
+    # Once found, the URL is kept; assigning replaces it, None looks it up again.
+    remove_server_info(os.getpid())
+    assert hub.public_url == f"{public}/"
+    hub.public_url = "http://localhost:8888"
+    assert ds.zarr_url("raw") == "http://localhost:8888/wkjupyter/zarr/found/raw/"
+    hub.public_url = None
+    assert hub.public_url is None
 
 
 def test_stored_credentials_serve_reads_and_rotate(

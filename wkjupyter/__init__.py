@@ -1,7 +1,8 @@
 """wkjupyter: a secure hub for huge volumetric images inside Jupyter.
 
 Import remote Zarr/OME-Zarr, N5 and Neuroglancer precomputed datasets without copying them,
-read them as arrays, and (in later parts) share them as OME-Zarr with expiring links.
+read them as arrays, and share them as OME-Zarr (served by the Jupyter server extension or
+``wkjupyter serve``) with private, expiring links.
 """
 
 from __future__ import annotations
@@ -30,6 +31,14 @@ from wkjupyter.sources import (
 from wkjupyter.sources.explore import ExploreReport, ExploreStep, explore, explore_async
 
 __version__ = "0.1.0"
+
+
+def _jupyter_server_extension_points() -> list[dict[str, object]]:
+    """The Jupyter server extension (imported only when a Jupyter server asks for it)."""
+    from wkjupyter.server.extension import WkJupyter
+
+    return [{"module": "wkjupyter", "app": WkJupyter}]
+
 
 __all__ = [
     "AccessOptions",

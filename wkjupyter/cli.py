@@ -146,6 +146,46 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0 if all(r.datasource is not None for r in reports) else 1
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+    import os
+
+    from wkjupyter.catalog.core import Catalog
+    from wkjupyter.catalog.users import default_user_name
+    from wkjupyter.server.data import ServeOptions
+    from wkjupyter.server.standalone import serve
+
+    logging.basicConfig(
+        level=logging.INFO, format="[%(levelname)s %(asctime)s %(name)s] %(message)s"
+    )
+    catalog = Catalog(args.catalog_url, data_dir=Path(args.data_dir) if args.data_dir else None)
+    public = args.public_url.rstrip("/") + "/" if args.public_url else None
+    token = args.token or os.environ.get("WKJUPYTER_TOKEN")
+
+    def ready(url: str, api_token: str) -> None:
+        print(f"wkjupyter serving {catalog!r} at {url}", flush=True)
+        if not token:
+            print(f"API token (Authorization: token ...): {api_token}", flush=True)
+
+    options = ServeOptions(chunk_codec=args.chunk_codec, chunk_level=args.chunk_level)
+    asyncio.run(
+        serve(
+            catalog,
+            host=args.host,
+            port=args.port,
+            base_url=args.base_url,
+            owner=args.user or default_user_name(),
+            token=token,
+            public_url=public,
+            local_roots=[Path(r) for r in args.allow_local_root or []],
+            options=options,
+            ready=ready,
+        )
+    )
+    return 0
+
+
 def add_credential_options(parser: argparse.ArgumentParser) -> None:
     cred = parser.add_argument_group("credentials (default: anonymous or the environment's)")
     cred.add_argument("--s3-key-id")
@@ -225,6 +265,31 @@ def build_parser() -> argparse.ArgumentParser:
     for p in (create, lsl, revoke):
         catalog_options(p)
     link.set_defaults(func=_cmd_link)
+
+    from wkjupyter.server.view import CHUNK_CODECS
+
+    srv = sub.add_parser("serve", help="serve datasets and links as OME-Zarr (standalone)")
+    srv.add_argument("--host", default="127.0.0.1", help="interface to listen on")
+    srv.add_argument("--port", type=int, default=8765, help="0 picks a free port")
+    srv.add_argument("--base-url", default="/", help="URL prefix, e.g. /data/")
+    srv.add_argument("--public-url", help="public base URL for links behind a proxy")
+    srv.add_argument("--data-dir", help="where the default catalog and its key live")
+    srv.add_argument("--token", help="API token (default: $WKJUPYTER_TOKEN, else random)")
+    srv.add_argument(
+        "--allow-local-root",
+        action="append",
+        metavar="DIR",
+        help="directory the REST import may read local paths from (repeatable)",
+    )
+    srv.add_argument(
+        "--chunk-codec",
+        choices=CHUNK_CODECS,
+        default="zstd",
+        help="codec for chunks that cannot be passed through",
+    )
+    srv.add_argument("--chunk-level", type=int, default=1)
+    catalog_options(srv)
+    srv.set_defaults(func=_cmd_serve)
     return parser
 
 

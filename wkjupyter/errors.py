@@ -24,6 +24,7 @@ __all__ = [
     "RemoteNotFoundError",
     "RemoteUnavailableError",
     "SecretKeyError",
+    "ServerNotFoundError",
     "TeamNotFoundError",
     "UnsupportedFormatError",
     "UserNotFoundError",
@@ -96,6 +97,10 @@ class LinkNotFoundError(WkJupyterError, _KeyErrorMessage):
 class SecretKeyError(WkJupyterError, ValueError):
     """The catalog's secret key is missing, malformed, readable by others or not the one the
     stored secrets were encrypted with."""
+
+
+class ServerNotFoundError(WkJupyterError, LookupError):
+    """No wkjupyter server is known to build a URL with (no public URL was found or given)."""
 
 
 class InvalidNameError(WkJupyterError, ValueError):

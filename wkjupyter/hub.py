@@ -7,10 +7,10 @@ call runs as the hub's acting user and is checked against the catalog's permissi
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Iterator, MutableSet
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
+from urllib.parse import quote
 
 from wkjupyter.catalog import credentials as cred_service
 from wkjupyter.catalog import datasets as ds_service
@@ -18,7 +18,14 @@ from wkjupyter.catalog import links as link_service
 from wkjupyter.catalog import users as user_service
 from wkjupyter.catalog.core import Catalog
 from wkjupyter.catalog.crypto import secret_box
+from wkjupyter.catalog.models import DatasetRecord
 from wkjupyter.datasource import DataSource, Layer, MagLevel
+from wkjupyter.errors import LayerNotFoundError, ServerNotFoundError
+from wkjupyter.server.runtime import (
+    discover_catalog_url,
+    discover_data_dir,
+    discover_public_url,
+)
 from wkjupyter.sources.explore import ExploreReport, explore, merge_layers
 
 if TYPE_CHECKING:
@@ -28,12 +35,15 @@ if TYPE_CHECKING:
 
     from sqlalchemy.orm import Session
 
-    from wkjupyter.catalog.models import DatasetRecord, LinkRecord, User
+    from wkjupyter.catalog.models import LinkRecord, User
     from wkjupyter.sources._fs import AccessOptions, Credential
 
-__all__ = ["Dataset", "Hub", "Link", "TagSet"]
+__all__ = ["NEUROGLANCER_DEMO", "Dataset", "Hub", "Link", "TagSet", "ZarrFormat"]
 
 T = TypeVar("T")
+ZarrFormat = Literal[2, 3]
+NEUROGLANCER_DEMO: Final = "https://neuroglancer-demo.appspot.com"
+_TREES: Final[dict[int, str]] = {2: "zarr", 3: "zarr3"}
 
 
 class Hub:
@@ -42,14 +52,19 @@ class Hub:
     Parameters
     ----------
     catalog_url
-        A SQLAlchemy URL; default ``$WKJUPYTER_CATALOG_URL`` or SQLite in the data dir.
+        A SQLAlchemy URL; default ``$WKJUPYTER_CATALOG_URL``, else the catalog of the
+        wkjupyter server that started this kernel, else SQLite in the data dir.
     user
         The acting user; default ``$JUPYTERHUB_USER`` or the OS user. The first user of a
         new catalog becomes its admin.
     public_url
-        The server's public base URL for links (default ``$WKJUPYTER_PUBLIC_URL``).
+        The server's public base URL including its base_url, such as
+        ``"https://hub.example.org/user/alice/"``; default: discovered on first use (see
+        :attr:`public_url`).
     data_dir
-        Where the default catalog and its secret key live.
+        Where the default catalog and its secret key live; default ``$WKJUPYTER_DATA_DIR``,
+        else the data dir of the wkjupyter server that started this kernel, else
+        ``<jupyter data dir>/wkjupyter``.
     """
 
     def __init__(
@@ -60,14 +75,49 @@ class Hub:
         public_url: str | None = None,
         data_dir: Path | None = None,
     ) -> None:
-        self.catalog = Catalog(catalog_url, data_dir=data_dir)
+        self.catalog = Catalog(
+            discover_catalog_url(catalog_url), data_dir=discover_data_dir(data_dir)
+        )
         self.user_name = user or user_service.default_user_name()
-        self.public_url = public_url or os.environ.get("WKJUPYTER_PUBLIC_URL")
+        self._public_url_arg = public_url
+        self._public_url: str | None = None
         self._box = secret_box(self.catalog)
         self._run(lambda s, actor: None)  # registers the user (the first becomes admin)
 
     def __repr__(self) -> str:
         return f"Hub({self.catalog!r}, user={self.user_name!r})"
+
+    @property
+    def public_url(self) -> str | None:
+        """The wkjupyter server's public base URL, ending in "/"; ``None`` while unknown.
+
+        The ``public_url`` given, else ``$WKJUPYTER_PUBLIC_URL``, else what the wkjupyter
+        server that started this kernel recorded, else JupyterHub's public URL of this
+        server, else the running Jupyter server's URL
+        (:func:`wkjupyter.server.runtime.discover_public_url`). Looked up on first use and
+        kept once found; assign a URL to set it, ``None`` to look it up again.
+        """
+        if self._public_url is None:
+            self._public_url = discover_public_url(self._public_url_arg)
+        return self._public_url
+
+    @public_url.setter
+    def public_url(self, url: str | None) -> None:
+        self._public_url_arg = url
+        self._public_url = discover_public_url(url) if url else None
+
+    def _require_public_url(self) -> str:
+        url = self.public_url
+        if url is None:
+            msg = (
+                "no public URL of the wkjupyter server is known (looked for "
+                "$WKJUPYTER_PUBLIC_URL, the server info of this kernel's Jupyter server, "
+                "$JUPYTERHUB_PUBLIC_URL and the running Jupyter servers): start JupyterLab or "
+                "`jupyter server` with wkjupyter installed and run this notebook in it, or pass "
+                "Hub(public_url='http://localhost:8888/') or set WKJUPYTER_PUBLIC_URL"
+            )
+            raise ServerNotFoundError(msg)
+        return url
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -421,6 +471,66 @@ class Dataset:
 
         self._hub._run(body)
 
+    # -- URLs --------------------------------------------------------------------------------
+
+    def zarr_url(self, layer: str | None = None, *, zarr_format: ZarrFormat = 2) -> str:
+        """The OME-Zarr URL of this dataset, or of one of its layers, on the wkjupyter server.
+
+        A private dataset's URL opens only for users logged in to this Jupyter server who
+        may see it; create a link (:meth:`create_link`) to share it with anyone else.
+
+        Parameters
+        ----------
+        layer
+            A layer name; default: the dataset's root group.
+        zarr_format
+            2 for the Zarr v2 / NGFF 0.4 tree (``zarr/``), 3 for Zarr v3 / NGFF 0.5
+            (``zarr3/``).
+
+        Raises
+        ------
+        LayerNotFoundError
+            The dataset has no such layer.
+        ServerNotFoundError
+            No public URL of the server is known (see :attr:`Hub.public_url`).
+        """
+        record = self._record()
+        names = list(DataSource.from_json(record.datasource).layers)
+        tree = _tree(zarr_format)
+        if layer is not None:
+            _check_layers([layer], names, f"dataset {record.slug!r}")
+        url = f"{self._hub._require_public_url()}wkjupyter/{tree}/{_segment(record.slug)}/"
+        return url if layer is None else f"{url}{_segment(layer)}/"
+
+    def neuroglancer_url(
+        self, layers: list[str] | None = None, *, host: str = NEUROGLANCER_DEMO
+    ) -> str:
+        """A Neuroglancer link showing this dataset from the wkjupyter server.
+
+        Neuroglancer reads the Zarr v2 tree anonymously, so for a private dataset use a
+        link's :meth:`Link.neuroglancer_url` instead.
+
+        Parameters
+        ----------
+        layers
+            The layers to show, in this order; default: all.
+        host
+            The Neuroglancer instance to open.
+
+        Raises
+        ------
+        LayerNotFoundError
+            The dataset has no such layer.
+        ServerNotFoundError
+            No public URL of the server is known (see :attr:`Hub.public_url`).
+        """
+        record = self._record()
+        datasource = DataSource.from_json(record.datasource)
+        names = layers if layers is not None else list(datasource.layers)
+        _check_layers(names, list(datasource.layers), f"dataset {record.slug!r}")
+        tree = f"{self._hub._require_public_url()}wkjupyter/zarr/{_segment(record.slug)}/"
+        return _neuroglancer_url(host, datasource, names, tree)
+
     # -- links -------------------------------------------------------------------------------
 
     def create_link(
@@ -470,6 +580,63 @@ def _with_credential(level: MagLevel, cred_id: str) -> MagLevel:
     return replace(level, credential_id=cred_id)
 
 
+def _tree(zarr_format: int) -> str:
+    if zarr_format not in _TREES:
+        msg = f"zarr_format must be 2 or 3, got {zarr_format!r}"
+        raise ValueError(msg)
+    return _TREES[zarr_format]
+
+
+def _segment(name: str) -> str:
+    return quote(name, safe="")
+
+
+def _check_layers(wanted: list[str], available: list[str], owner: str, verb: str = "has") -> None:
+    missing = [name for name in wanted if name not in available]
+    if missing:
+        have = ", ".join(available) or "none"
+        msg = f"{owner} {verb} no layer {missing[0]!r}; it {verb} {have}"
+        raise LayerNotFoundError(msg)
+
+
+# Neuroglancer's python client percent-encodes the state with these left as they are
+# (neuroglancer python/neuroglancer/url_state.py SAFE_URL_CHARS).
+_NEUROGLANCER_SAFE: Final = "~@#$&()*!+=:;,.?/'"
+_NEUROGLANCER_TYPES: Final = {"color": "image", "segmentation": "segmentation"}
+
+
+def _neuroglancer_url(host: str, datasource: DataSource, names: list[str], tree: str) -> str:
+    """A Neuroglancer state URL showing ``names`` from the Zarr v2 tree at ``tree``.
+
+    One layer per name (``zarr2://<tree><layer>/``); x, y, z in meters from the voxel size;
+    the view centred on the bounding box of the layers shown; four panels.
+    """
+    if not names:
+        msg = "choose at least one layer to show, or None for all"
+        raise ValueError(msg)
+    shown = [datasource.layers[name] for name in names]
+    size = datasource.voxel_size.to_unit("meter")
+    box = shown[0].bbox
+    for layer in shown[1:]:
+        box = box.union(layer.bbox)
+    centre = [o + s / 2 for o, s in zip(box.offset.to_xyz(), box.shape.to_xyz(), strict=True)]
+    state = {
+        "dimensions": {axis: [v, "m"] for axis, v in zip("xyz", size.to_xyz(), strict=True)},
+        "position": centre,
+        "layers": [
+            {
+                "type": _NEUROGLANCER_TYPES[layer.category],
+                "source": f"zarr2://{tree}{_segment(layer.name)}/",
+                "name": layer.name,
+            }
+            for layer in shown
+        ],
+        "layout": "4panel",
+    }
+    text = json.dumps(state, separators=(",", ":"))
+    return f"{host.rstrip('/')}/#!{quote(text, safe=_NEUROGLANCER_SAFE)}"
+
+
 @dataclass
 class Link:
     """A private link. ``url`` is what you share; ``token`` is the secret inside it."""
@@ -483,11 +650,75 @@ class Link:
 
     @property
     def url(self) -> str:
-        base = (self._hub.public_url or "").rstrip("/")
-        return f"{base}/wkjupyter/links/{self.token}/"
+        """The link's root: ``{public_url}wkjupyter/links/<token>/``.
 
-    def layer_url(self, layer: str) -> str:
-        return f"{self.url}zarr/{layer}/"
+        Relative (``/wkjupyter/links/<token>/``) while no public URL of the server is known
+        (see :attr:`Hub.public_url`).
+        """
+        path = f"wkjupyter/links/{self.token}/"
+        base = self._hub.public_url
+        return f"{base}{path}" if base else f"/{path}"
+
+    def layer_url(self, layer: str, *, zarr_format: ZarrFormat = 2) -> str:
+        """The OME-Zarr URL of one layer the link grants (``zarr/`` or ``zarr3/`` tree).
+
+        Raises
+        ------
+        LayerNotFoundError
+            The link does not grant that layer.
+        """
+        tree = _tree(zarr_format)
+        granted = self._granted()
+        if granted is not None:
+            _check_layers([layer], granted[1], f"link {self.id}", "grants")
+        return f"{self.url}{tree}/{_segment(layer)}/"
+
+    def neuroglancer_url(
+        self, layers: list[str] | None = None, *, host: str = NEUROGLANCER_DEMO
+    ) -> str:
+        """A Neuroglancer link showing what this link grants; anyone holding it can open it.
+
+        Parameters
+        ----------
+        layers
+            The layers to show, in this order; default: every layer the link grants.
+        host
+            The Neuroglancer instance to open.
+
+        Raises
+        ------
+        LayerNotFoundError
+            The link does not grant such a layer.
+        ServerNotFoundError
+            No public URL of the server is known (see :attr:`Hub.public_url`).
+        """
+        granted = self._granted()
+        if granted is None:
+            msg = f"link {self.id} shares an annotation; Neuroglancer URLs cover datasets so far"
+            raise NotImplementedError(msg)
+        datasource, names = granted
+        chosen = layers if layers is not None else names
+        _check_layers(chosen, names, f"link {self.id}", "grants")
+        self._hub._require_public_url()
+        return _neuroglancer_url(host, datasource, chosen, f"{self.url}zarr/")
+
+    def _granted(self) -> tuple[DataSource, list[str]] | None:
+        """The linked dataset and the names of the layers granted, in dataset order.
+
+        ``None`` for a link to an annotation.
+        """
+
+        def body(session: Session, actor: User) -> tuple[DataSource, list[str]] | None:
+            record = link_service.get_link(session, actor, self.id)
+            if record.dataset_id is None:
+                return None
+            dataset = session.get_one(DatasetRecord, record.dataset_id)
+            datasource = DataSource.from_json(dataset.datasource)
+            only = link_service.link_layers(record)
+            names = [n for n in datasource.layers if only is None or n in only]
+            return datasource, names
+
+        return self._hub._run(body)
 
     @property
     def expires_at(self) -> dt.datetime | None:

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CredentialInfo",
     "CredentialKind",
+    "credential_from_json",
     "delete_credential",
     "find_credential_for",
     "get_credential",
@@ -48,6 +49,7 @@ __all__ = [
     "load_credential",
     "rotate_credential",
     "store_credential",
+    "store_or_reuse",
     "use_credential",
 ]
 
@@ -288,6 +290,64 @@ def _owner_name(session: Session, record: CredentialRecord) -> str:
     from wkjupyter.catalog.models import User as UserRecord
 
     return session.get_one(UserRecord, record.owner_id).name
+
+
+def store_or_reuse(
+    session: Session, box: SecretBox, actor: User, credential: Credential | None
+) -> str | None:
+    """The id of ``credential`` in the catalog: an equal one the actor may use, else stored now.
+
+    ``None`` for no credential.
+    """
+    if credential is None:
+        return None
+    existing = find_credential_for(session, box, actor, credential)
+    if existing is not None:
+        return existing
+    return store_credential(session, box, actor, credential).id
+
+
+def credential_from_json(d: object) -> Credential:
+    """A credential from its JSON form, as the REST API receives it.
+
+    ``{"kind": "http", "username": ..., "password": ...}`` or ``{"kind": "http", "token": ...}``,
+    ``{"kind": "s3", "key_id": ..., "secret": ..., "endpoint_url"?: ..., "region"?: ...}``,
+    ``{"kind": "gcs", "service_account_json": ..., "endpoint_url"?: ...}``.
+
+    Raises
+    ------
+    ValueError
+        The object is not one of these; the message names what is missing (never a value).
+    """
+    fields = {
+        "http": (HttpCredential, (), ("username", "password", "token")),
+        "s3": (S3Credential, ("key_id", "secret"), ("endpoint_url", "region")),
+        "gcs": (GcsCredential, ("service_account_json",), ("endpoint_url",)),
+    }
+    kind = d.get("kind") if isinstance(d, dict) else None
+    if not isinstance(d, dict) or kind not in fields:
+        msg = "a credential is an object with a 'kind' of 'http', 's3' or 'gcs'"
+        raise ValueError(msg)
+    cls, required, optional = fields[kind]
+    unknown = sorted(set(d) - {"kind", *required, *optional})
+    missing = [k for k in required if not d.get(k)]
+    if unknown or missing:
+        msg = (
+            f"a {kind!r} credential needs {', '.join(required) or 'username+password or token'}"
+            f" and may have {', '.join(optional)}"
+            + (f"; unknown fields: {', '.join(unknown)}" if unknown else "")
+            + (f"; missing: {', '.join(missing)}" if missing else "")
+        )
+        raise ValueError(msg)
+    values = {k: d[k] for k in (*required, *optional) if d.get(k) is not None}
+    for key, value in values.items():
+        if not isinstance(value, str) and not (
+            key == "service_account_json" and isinstance(value, dict)
+        ):
+            msg = f"the credential field {key!r} must be a string"
+            raise ValueError(msg)
+    credential: Credential = cls(**values)
+    return credential
 
 
 def _serialise(credential: Credential) -> bytes:

@@ -25,6 +25,7 @@ from wkjupyter.catalog import credentials
 from wkjupyter.catalog.core import dataset_search_text, search_filter
 from wkjupyter.catalog.models import DatasetRecord, DatasetTag, SlugAlias, Tag, Team, utcnow
 from wkjupyter.catalog.permissions import not_found_message, require, visible_datasets_clause
+from wkjupyter.datasource import DataSource
 from wkjupyter.errors import (
     ConflictError,
     DatasetNotFoundError,
@@ -40,12 +41,12 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from wkjupyter.catalog.models import User
-    from wkjupyter.datasource import DataSource
 
 __all__ = [
     "add_dataset",
     "add_tags",
     "count_datasets",
+    "dataset_summary",
     "delete_dataset",
     "get_dataset",
     "list_datasets",
@@ -103,6 +104,21 @@ def normalise_tag(tag: str) -> str:
 
 
 # -- finding ----------------------------------------------------------------------------------
+
+
+def dataset_summary(record: DatasetRecord) -> dict[str, Any]:
+    """What listings show of a dataset (no source URLs, no credential ids)."""
+    return {
+        "name": record.slug,
+        "public": record.public,
+        "owner": record.owner.name,
+        "tags": [t.name for t in record.tags],
+        "teams": [t.name for t in record.teams],
+        "description": record.description,
+        "layers": list(DataSource.from_json(record.datasource).layers),
+        "created_at": record.created_at,
+        "updated_at": record.updated_at,
+    }
 
 
 def get_dataset(session: Session, actor: User, name: str) -> DatasetRecord:

@@ -375,14 +375,20 @@ def resolve_token(
     return ResolvedLink(link.id, dataset, annotation, link_layers(link), expires)
 
 
-def record_use(session: Session, link_id: int, when: dt.datetime | None = None) -> None:
-    """Count one use of a link: a single UPDATE, so concurrent uses are all counted."""
+def record_use(
+    session: Session, link_id: int, when: dt.datetime | None = None, *, count: int = 1
+) -> None:
+    """Count ``count`` uses of a link, the latest at ``when``.
+
+    A single UPDATE, so concurrent uses are all counted; servers batch the uses of many
+    requests into one call.
+    """
     when = _utc(when) if when is not None else utcnow()
     session.execute(
         update(LinkRecord)
         .where(LinkRecord.id == link_id)
         .values(
-            use_count=LinkRecord.use_count + 1,
+            use_count=LinkRecord.use_count + count,
             # Uses may commit out of order: keep the latest time.
             last_used_at=case(
                 (LinkRecord.last_used_at.is_(None), when),

@@ -34,6 +34,7 @@ __all__ = [
     "GROUP_METADATA",
     "MAX_CHUNK_DIMS",
     "MIN_CHUNK_DIMS",
+    "AbsentKeyError",
     "DataPath",
     "chunk_in_grid",
     "parse_data_path",
@@ -66,6 +67,13 @@ _NAME_RULE = "1-255 characters of A-Z a-z 0-9 . _ -, starting with a letter or d
 _TOKEN_RULE = "16-128 characters of A-Z a-z 0-9 _ -"
 _MAG_RULE = "a positive integer like '1' or three joined by '-' like '2-2-1', no leading zeros"
 _INDEX_RULE = "a non-negative decimal integer without sign or leading zeros, at most 12 digits"
+
+
+class AbsentKeyError(InvalidKeyError):
+    """The path is well-formed but names nothing that can exist (a metadata name the level
+    does not have, a malformed link token): the server answers 404, as for any absent key,
+    because clients probe such names (zarr-python asks for ``zarr.json`` before ``.zgroup``).
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +147,7 @@ def parse_data_path(path: str) -> DataPath:
             _fail(path, "expected links/<token>/zarr/... or links/<token>/zarr3/...")
         token, rest = rest[0], rest[1:]
         if not _TOKEN.fullmatch(token):
-            _fail(path, f"invalid link token: a token is {_TOKEN_RULE}")
+            _fail(path, f"invalid link token: a token is {_TOKEN_RULE}", AbsentKeyError)
         if not rest or rest[0] not in {"zarr", "zarr3"}:
             _fail(path, "expected 'zarr' or 'zarr3' after links/<token>/")
         tree: Tree = "zarr" if rest[0] == "zarr" else "zarr3"
@@ -203,7 +211,10 @@ def _parse_below_root(
     if not _MAG.fullmatch(mag):
         if mag.startswith(".") or mag.endswith(".json"):
             _unknown_metadata(path, mag, "layer", GROUP_METADATA, "a mag")
-        _fail(path, f"invalid mag {mag!r}: a mag is {_MAG_RULE}")
+        # NGFF readers probe an image's optional ``labels/`` group (ome-zarr-py's Reader):
+        # a well-formed name that is no mag names nothing that exists (404), not a bad key.
+        absent = AbsentKeyError if _NAME.fullmatch(mag) else InvalidKeyError
+        _fail(path, f"invalid mag {mag!r}: a mag is {_MAG_RULE}", absent)
     if len(rest) == 2:
         return result(layer, mag)
     # A mag is an array: a metadata name or a chunk key.
@@ -238,7 +249,9 @@ def _parse_below_root(
 
 def _leaf(path: str, rest: list[str], at: int, trailing: bool) -> str:
     if at != len(rest) - 1 or trailing:
-        _fail(path, f"{rest[at]!r} is a metadata file, not a directory")
+        # Nothing lies below a file: absent (404), as zarr-python probes every listed name
+        # (``datasource-properties.json/.zarray``) when it walks an unconsolidated group.
+        _fail(path, f"{rest[at]!r} is a metadata file, not a directory", AbsentKeyError)
     return rest[at]
 
 
@@ -262,12 +275,13 @@ def _unknown_metadata(
     path: str, name: str, level: str, allowed: frozenset[str], other: str
 ) -> NoReturn:
     names = ", ".join(sorted(allowed))
-    _fail(path, f"unknown metadata name {name!r} at the {level} level; allowed: {names} or {other}")
+    reason = f"unknown metadata name {name!r} at the {level} level; allowed: {names} or {other}"
+    _fail(path, reason, AbsentKeyError)
 
 
-def _fail(path: str, reason: str) -> NoReturn:
+def _fail(path: str, reason: str, error: type[InvalidKeyError] = InvalidKeyError) -> NoReturn:
     msg = f"invalid data path {_redact(path)!r}: {reason}"
-    raise InvalidKeyError(msg)
+    raise error(msg)
 
 
 def _redact(path: str) -> str:

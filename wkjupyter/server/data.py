@@ -1,0 +1,457 @@
+"""The data routes' work, independent of the web framework: who may read what, and the bytes.
+
+:class:`DataService` answers a validated :class:`~wkjupyter.server._keys.DataPath` for a
+:class:`~wkjupyter.catalog.access.Grant`:
+
+- access is looked up in the catalog on every request (one indexed SELECT in a thread), so
+  revoking a link or making a dataset private takes effect on the next request, also in
+  other server processes sharing the catalog;
+- a dataset's *view* (its source with credentials bound, readers opened, served metadata) is
+  built on first use and cached per dataset version, for ``view_ttl`` seconds at most (so a
+  rotated credential is picked up), and dropped when the source refuses access;
+- chunks are the stored bytes when they can be passed through, else decoded, padded and
+  re-encoded (:mod:`wkjupyter.server.encode`); transcoded chunks are kept in a bounded cache;
+- link uses are counted in memory and written in batches, off the request path.
+
+Nothing here touches the event loop's thread with blocking work: catalog calls run in a
+small thread pool, decoding in the readers' decode pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from sqlalchemy.exc import DBAPIError
+
+from wkjupyter.catalog import access
+from wkjupyter.catalog import links as link_service
+from wkjupyter.catalog import users as user_service
+from wkjupyter.catalog.crypto import secret_box
+from wkjupyter.errors import CatalogUnavailableError, RemoteAccessError
+from wkjupyter.server import metadata
+from wkjupyter.server._keys import chunk_in_grid
+from wkjupyter.server.encode import ChunkEncoder
+from wkjupyter.server.view import (
+    ChunkCodec,
+    ServedArray,
+    ServedDataset,
+    ServedLayer,
+    Tree,
+    served_array,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from sqlalchemy import Connection
+    from sqlalchemy.orm import Session
+
+    from wkjupyter.catalog.access import Grant
+    from wkjupyter.catalog.core import Catalog
+    from wkjupyter.datasource import DataSource, Layer
+    from wkjupyter.server._keys import DataPath
+    from wkjupyter.sources._base import MagArray
+
+__all__ = ["DataService", "Reply", "ServeOptions"]
+
+log = logging.getLogger("wkjupyter.server")
+T = TypeVar("T")
+
+JSON_TYPE = "application/json; charset=utf-8"
+HTML_TYPE = "text/html; charset=utf-8"
+OCTET_TYPE = "application/octet-stream"
+
+
+@dataclass(frozen=True, slots=True)
+class ServeOptions:
+    """Tuning of the data routes (the extension's and ``wkjupyter serve``'s options).
+
+    Attributes
+    ----------
+    chunk_codec, chunk_level
+        How chunks that cannot be passed through are re-encoded.
+    view_ttl
+        Seconds a dataset's opened view is reused before the source is looked at again.
+    view_cache_size
+        How many dataset views are kept.
+    chunk_cache_bytes
+        Memory for re-encoded chunks (0 disables the cache).
+    use_flush_interval
+        Seconds between writes of counted link uses to the catalog.
+    """
+
+    chunk_codec: ChunkCodec = "zstd"
+    chunk_level: int = 1
+    view_ttl: float = 300.0
+    view_cache_size: int = 64
+    chunk_cache_bytes: int = 256 * 2**20
+    use_flush_interval: float = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A successful answer: its body and content type.
+
+    A directory listing also carries its ``entries``, so the handler can answer JSON
+    instead of the HTML ``body`` when the client asks for it.
+    """
+
+    body: bytes
+    content_type: str
+    entries: tuple[str, ...] | None = None
+
+
+class DatasetView:
+    """One dataset as served: its bound source, its readers and served layers, built lazily."""
+
+    def __init__(self, datasource: DataSource, version: str, options: ServeOptions) -> None:
+        self.datasource = datasource
+        self.version = version
+        self.options = options
+        self.created = time.monotonic()
+        self._layers: dict[str, asyncio.Future[ServedLayer]] = {}
+        self._readers: dict[tuple[str, str], MagArray] = {}
+        self._encoders: dict[tuple[str, str, Tree], ChunkEncoder] = {}
+
+    async def layer(self, name: str) -> ServedLayer | None:
+        """The served layer ``name`` (its mags opened concurrently on first use)."""
+        layer = self.datasource.layers.get(name)
+        if layer is None:
+            return None
+        future = self._layers.get(name)
+        if future is None:
+            future = asyncio.ensure_future(self._open(layer))
+            self._layers[name] = future
+        try:
+            return await asyncio.shield(future)
+        except Exception:
+            # A failed open (upstream down, ...) is not cached: the next request retries.
+            if self._layers.get(name) is future:
+                del self._layers[name]
+            raise
+
+    async def _open(self, layer: Layer) -> ServedLayer:
+        mags = list(layer.mags)
+        readers = await asyncio.gather(*(layer.open_array(m) for m in mags))
+        arrays = {}
+        for mag, reader in zip(mags, readers, strict=True):
+            served = served_array(
+                layer, mag, reader, self.options.chunk_codec, self.options.chunk_level
+            )
+            arrays[served.path] = served
+            self._readers[layer.name, served.path] = reader
+        return ServedLayer(
+            name=layer.name,
+            category=layer.category,
+            dtype=layer.dtype,
+            num_channels=layer.num_channels,
+            bbox=layer.bbox,
+            voxel_size=layer.voxel_size,
+            arrays=arrays,
+            channels=tuple(layer.channels),
+            additional_axes=tuple(layer.additional_axes),
+            largest_segment_id=layer.largest_segment_id,
+        )
+
+    async def dataset(self, name: str, layers: tuple[str, ...] | None) -> ServedDataset:
+        """The served dataset limited to ``layers`` (None: all), named ``name``."""
+        names = [n for n in self.datasource.layers if layers is None or n in layers]
+        served = await asyncio.gather(*(self.layer(n) for n in names))
+        return ServedDataset(
+            name, self.datasource.voxel_size, {s.name: s for s in served if s is not None}
+        )
+
+    def reader(self, layer: str, mag: str) -> MagArray:
+        return self._readers[layer, mag]
+
+    def encoder(self, layer: str, array: ServedArray, tree: Tree) -> ChunkEncoder:
+        key = (layer, array.path, tree)
+        encoder = self._encoders.get(key)
+        if encoder is None:
+            encoder = self._encoders[key] = ChunkEncoder(array, tree)
+        return encoder
+
+    def passes_missing_as_none(self, layer: str) -> bool:
+        """Whether a reader's ``raw_chunk`` None always means "not stored" (Zarr sources):
+        then a chunk that did not pass through is not fetched a second time to decode."""
+        return self.datasource.layers[layer].data_format in {"zarr", "zarr3"}
+
+
+@dataclass
+class _ChunkCache:
+    """A byte-bounded LRU of re-encoded chunks."""
+
+    capacity: int
+    size: int = 0
+    entries: OrderedDict[tuple[Any, ...], bytes] = field(default_factory=OrderedDict)
+
+    def get(self, key: tuple[Any, ...]) -> bytes | None:
+        data = self.entries.get(key)
+        if data is not None:
+            self.entries.move_to_end(key)
+        return data
+
+    def put(self, key: tuple[Any, ...], data: bytes) -> None:
+        if len(data) > self.capacity // 8:
+            return  # one huge chunk must not flush everything else
+        old = self.entries.pop(key, None)
+        if old is not None:
+            self.size -= len(old)
+        self.entries[key] = data
+        self.size += len(data)
+        while self.size > self.capacity:
+            _, evicted = self.entries.popitem(last=False)
+            self.size -= len(evicted)
+
+
+class DataService:
+    """Answers the data routes from one catalog.
+
+    Parameters
+    ----------
+    catalog
+        The catalog to read grants, sources and credentials from.
+    options
+        Codec, cache and batching settings.
+    """
+
+    def __init__(self, catalog: Catalog, options: ServeOptions | None = None) -> None:
+        self.catalog = catalog
+        self.options = options or ServeOptions()
+        self.box = secret_box(catalog)
+        self._db = ThreadPoolExecutor(max_workers=4, thread_name_prefix="wkjupyter-catalog")
+        self._views: OrderedDict[int, DatasetView] = OrderedDict()
+        self._building: dict[tuple[int, str], asyncio.Future[DatasetView]] = {}
+        self._chunks = _ChunkCache(self.options.chunk_cache_bytes)
+        self._uses: dict[int, tuple[int, float]] = {}
+        self._flusher: asyncio.Task[None] | None = None
+
+    # -- catalog access ------------------------------------------------------------------------
+
+    async def in_catalog(self, fn: Callable[[Session], T]) -> T:
+        """Run ``fn(session)`` in a catalog transaction on the catalog threads."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._db, self.catalog.run, fn)
+
+    async def read_catalog(self, fn: Callable[[Connection], T]) -> T:
+        """Run a read-only lookup ``fn(connection)`` on the catalog threads (no retries:
+        reads do not conflict)."""
+
+        def body() -> T:
+            try:
+                with self.catalog.engine.connect() as conn:
+                    return fn(conn)
+            except DBAPIError as err:
+                msg = f"the catalog could not be read: {type(err.orig).__name__}; try again"
+                raise CatalogUnavailableError(msg) from err
+
+        return await asyncio.get_running_loop().run_in_executor(self._db, body)
+
+    async def grant(self, path: DataPath, user: str | None) -> Grant | None:
+        """What the request for ``path`` may read, or None (answer 404).
+
+        ``user`` is the logged-in user's name (None: anonymous). A token path is granted by
+        its link alone.
+        """
+        name = path.dataset or ""
+        if path.token is not None:
+            token = path.token
+            grant = await self.read_catalog(lambda c: access.token_grant(c, token))
+        elif user is None:
+            grant = await self.read_catalog(lambda c: access.public_grant(c, name))
+        else:
+            actor_name = user
+
+            def lookup(session: Session) -> Grant | None:
+                actor = user_service.actor_for(session, actor_name)
+                return access.user_grant(session, name, actor)
+
+            grant = await self.in_catalog(lookup)
+        if grant is not None and grant.annotation_id is not None:
+            # Annotation links are served once annotations exist (annotations/ layer); until
+            # then such a link grants nothing readable.
+            return None
+        return grant
+
+    # -- views ---------------------------------------------------------------------------------
+
+    async def view(self, grant: Grant) -> DatasetView:
+        """The cached view of the granted dataset at its current version."""
+        view = self._views.get(grant.dataset_id)
+        fresh = view is not None and view.version == grant.version
+        if fresh and view is not None and time.monotonic() - view.created < self.options.view_ttl:
+            self._views.move_to_end(grant.dataset_id)
+            return view
+        key = (grant.dataset_id, grant.version)
+        building = self._building.get(key)
+        if building is None:
+            building = asyncio.ensure_future(self._build(grant))
+            self._building[key] = building
+            building.add_done_callback(lambda _: self._building.pop(key, None))
+        return await asyncio.shield(building)
+
+    async def _build(self, grant: Grant) -> DatasetView:
+        dataset_id = grant.dataset_id
+        datasource = await self.in_catalog(
+            lambda s: access.bound_datasource(s, self.box, dataset_id)
+        )
+        view = DatasetView(datasource, grant.version, self.options)
+        self._views[dataset_id] = view
+        self._views.move_to_end(dataset_id)
+        while len(self._views) > self.options.view_cache_size:
+            self._views.popitem(last=False)
+        return view
+
+    def forget(self, dataset_id: int) -> None:
+        """Drop a dataset's view (e.g. after the source refused its credential)."""
+        self._views.pop(dataset_id, None)
+
+    # -- answers -------------------------------------------------------------------------------
+
+    async def reply(self, path: DataPath, grant: Grant) -> Reply | None:
+        """The answer to ``path`` (a metadata document, a chunk or a listing); None: 404.
+
+        Raises the readers' errors for upstream failures (the handler maps them to 5xx).
+        """
+        try:
+            view = await self.view(grant)
+            return await self._reply(path, grant, view)
+        except RemoteAccessError:
+            self.forget(grant.dataset_id)
+            raise
+
+    async def _reply(self, path: DataPath, grant: Grant, view: DatasetView) -> Reply | None:
+        tree = path.tree
+        if path.layer is None:
+            served = await view.dataset(grant.slug, grant.layers)
+            if path.listing:
+                return _listing(metadata.root_entries(served, tree), grant.slug)
+            assert path.leaf is not None
+            if path.leaf == "datasource-properties.json":
+                return _json(metadata.datasource_properties(served, tree))
+            return _document(metadata.root_documents(served, tree), path.leaf)
+        if grant.layers is not None and path.layer not in grant.layers:
+            return None
+        layer = await view.layer(path.layer)
+        if layer is None:
+            return None
+        if path.mag is None:
+            if path.listing:
+                return _listing(metadata.layer_entries(layer, tree), path.layer)
+            assert path.leaf is not None
+            if path.leaf == "datasource-properties.json":
+                return None  # only at the dataset root
+            image = _image_layer(view, grant.layers) if layer.category == "segmentation" else None
+            return _document(metadata.layer_documents(layer, tree, image_layer=image), path.leaf)
+        array = layer.arrays.get(path.mag)
+        if array is None:
+            return None
+        if path.listing:
+            return _listing(metadata.array_entries(tree), path.mag)
+        if path.leaf is not None:
+            return _document(metadata.array_documents(layer, array, tree), path.leaf)
+        assert path.chunk is not None
+        data = await self._chunk(view, grant, layer.name, array, path.chunk, tree)
+        return None if data is None else Reply(data, OCTET_TYPE)
+
+    async def _chunk(
+        self,
+        view: DatasetView,
+        grant: Grant,
+        layer: str,
+        array: ServedArray,
+        index: tuple[int, ...],
+        tree: Tree,
+    ) -> bytes | None:
+        if not chunk_in_grid(index, array.grid_shape):
+            return None
+        reader = view.reader(layer, array.path)
+        encoding = array.encodings[tree]
+        if encoding.passthrough:
+            raw = await reader.raw_chunk(index)
+            if raw is not None:
+                return raw.data
+            if view.passes_missing_as_none(layer):
+                return None
+        # Both trees transcode to the same bytes; a pass-through array's fallback chunks
+        # are encoded with the tree's own chain.
+        key = (grant.dataset_id, grant.version, layer, array.path, index,
+               tree if encoding.passthrough else "transcoded")  # fmt: skip
+        cached = self._chunks.get(key)
+        if cached is not None:
+            return cached
+        data = await reader.read_chunk(index)
+        if data is None:
+            return None
+        encoded = await view.encoder(layer, array, tree).encode(data)
+        self._chunks.put(key, encoded)
+        return encoded
+
+    # -- link use accounting -------------------------------------------------------------------
+
+    def count_use(self, link_id: int) -> None:
+        """Count one use of a link; written to the catalog within ``use_flush_interval``."""
+        count, _ = self._uses.get(link_id, (0, 0.0))
+        self._uses[link_id] = (count + 1, time.time())
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.ensure_future(self._flush_later())
+
+    async def _flush_later(self) -> None:
+        await asyncio.sleep(self.options.use_flush_interval)
+        await self.flush_uses()
+
+    async def flush_uses(self) -> None:
+        """Write the counted uses now (one UPDATE per link, in one transaction)."""
+        if not self._uses:
+            return
+        uses, self._uses = self._uses, {}
+
+        def write(session: Session) -> None:
+            import datetime as dt
+
+            for link_id, (count, when) in uses.items():
+                stamp = dt.datetime.fromtimestamp(when, dt.UTC)
+                link_service.record_use(session, link_id, stamp, count=count)
+
+        try:
+            await self.in_catalog(write)
+        except Exception:
+            log.exception("could not record %d link uses; they are lost", len(uses))
+
+    async def close(self) -> None:
+        """Write pending link uses and release the catalog threads."""
+        if self._flusher is not None and not self._flusher.done():
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+        await self.flush_uses()
+        self._db.shutdown(wait=False)
+
+
+def _image_layer(view: DatasetView, layers: tuple[str, ...] | None) -> str | None:
+    for name, layer in view.datasource.layers.items():
+        if layer.category == "color" and (layers is None or name in layers):
+            return name
+    return None
+
+
+def _json(doc: Any) -> Reply:
+    return Reply(json.dumps(doc, indent=2, allow_nan=False).encode(), JSON_TYPE)
+
+
+def _document(docs: dict[str, Any], leaf: str) -> Reply | None:
+    doc = docs.get(leaf)
+    return None if doc is None else _json(doc)
+
+
+def _listing(entries: list[str], title: str) -> Reply:
+    html, _ = metadata.listing(entries, title=title)
+    return Reply(html.encode(), HTML_TYPE, tuple(entries))

@@ -1,0 +1,270 @@
+"""Tornado handlers of the data routes, shared by the Jupyter extension and ``wkjupyter serve``.
+
+:class:`DataRoutes` holds the HTTP semantics every Zarr client needs (ARCHITECTURE.md §5,
+``reference/jupyter-and-clients.md`` §4): GET and HEAD on every route, OPTIONS preflight,
+CORS on every answer (errors included), single byte ranges (416 when unsatisfiable), strong
+ETags with 304, 404 only for keys that do not exist, 502/503/504 with a reason when the
+dataset's storage fails. Each host mixes it into its own handler base class: the extension
+into ``JupyterHandler`` (never ``APIHandler``: its ``prepare`` 404s cross-origin requests),
+the standalone app into ``tornado.web.RequestHandler``.
+
+Link tokens are secrets: they are cut out of the request line before anything logs it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from tornado import web
+
+from wkjupyter.errors import (
+    CatalogUnavailableError,
+    InvalidKeyError,
+    MetadataError,
+    RemoteAccessError,
+    RemoteNotFoundError,
+    RemoteUnavailableError,
+    UnsupportedFormatError,
+)
+from wkjupyter.server._http import (
+    RangeNotSatisfiable,
+    content_range,
+    etag_matches,
+    parse_range,
+    strong_etag,
+)
+from wkjupyter.server._keys import AbsentKeyError, parse_data_path
+from wkjupyter.server.data import JSON_TYPE
+
+if TYPE_CHECKING:
+    from wkjupyter.catalog.access import Grant
+    from wkjupyter.server._keys import DataPath
+    from wkjupyter.server.data import DataService, Reply
+
+__all__ = ["DATA_ROUTE", "DataRoutes", "LinkRootRoutes", "redact_uri"]
+
+log = logging.getLogger("wkjupyter.server")
+
+#: The data routes below ``{base_url}wkjupyter/`` (the group is the path parse_data_path takes).
+DATA_ROUTE = r"((?:zarr|zarr3)/.*|links/[^/]+/(?:zarr|zarr3)(?:/.*)?)"
+#: A link's root (``Link.url``): lists the two trees.
+LINK_ROOT_ROUTE = r"links/([^/]+)/?"
+
+NOT_FOUND = json.dumps(
+    {
+        "error": "not found",
+        "message": "nothing is served at this path: check the dataset name or the link; "
+        "a private dataset is readable only through a link or when logged in",
+    }
+).encode()
+
+_LINK_IN_PATH = re.compile(r"(/wkjupyter/links/)[^/?#]+")
+_SLASHES = re.compile(r"/{2,}")
+
+
+def redact_uri(uri: str) -> str:
+    """``uri`` with any link token replaced by ``<token>`` (for logs)."""
+    return _LINK_IN_PATH.sub(r"\1<token>", uri)
+
+
+class _Routes(web.RequestHandler):
+    """What the data handlers share: CORS, errors, redaction, the service."""
+
+    #: Methods the routes answer (also the preflight's Allow-Methods).
+    METHODS: ClassVar[str] = "GET, HEAD, OPTIONS"
+
+    def initialize(self) -> None:
+        # Routing has already taken the path; what is logged from here on is redacted.
+        self.request.uri = redact_uri(self.request.uri)
+        self.request.path = redact_uri(self.request.path)
+
+    @property
+    def service(self) -> DataService:
+        service: DataService = self.settings["wkjupyter_data"]
+        return service
+
+    def set_default_headers(self) -> None:
+        super().set_default_headers()
+        # Every answer, errors included: browsers hide a CORS-less 404 as a network error.
+        self.set_header("Access-Control-Allow-Origin", "*")
+        self.set_header(
+            "Access-Control-Expose-Headers",
+            "ETag, Content-Length, Content-Range, Content-Type, Accept-Ranges",
+        )
+
+    def check_xsrf_cookie(self) -> None:
+        """Data routes are read-only and cookie-free for clients: no XSRF applies."""
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        self.set_header("Content-Type", JSON_TYPE)
+        self.set_header("Cache-Control", "no-cache")
+        if status_code == 404:
+            self.finish(NOT_FOUND)
+            return
+        reason = getattr(self, "_wkjupyter_reason", None) or self._reason
+        body = {"error": self._reason, "message": reason}
+        self.finish(json.dumps(body).encode())
+
+    def _fail(self, status: int, message: str) -> None:
+        self._wkjupyter_reason = message
+        self.send_error(status)
+
+    def _user(self) -> str | None:
+        """The logged-in user's catalog name, or None for anonymous requests."""
+        return None
+
+    async def _options(self) -> None:
+        self.set_status(204)
+        self.set_header("Access-Control-Allow-Methods", self.METHODS)
+        requested = self.request.headers.get("Access-Control-Request-Headers")
+        self.set_header(
+            "Access-Control-Allow-Headers", requested or "Range, If-None-Match, Authorization"
+        )
+        self.set_header("Access-Control-Max-Age", "86400")
+        self.finish()
+
+    async def _send(self, reply: Reply, head: bool) -> None:
+        """Answer with ``reply``: ETag/304, Range/206/416, HEAD without body."""
+        body = reply.body
+        if reply.entries is not None and _wants_json(self.request):
+            body = json.dumps({"entries": list(reply.entries)}).encode()
+            self.set_header("Content-Type", JSON_TYPE)
+        else:
+            self.set_header("Content-Type", reply.content_type)
+        if reply.entries is not None:
+            self.set_header("Vary", "Accept")
+        etag = strong_etag(body)
+        self.set_header("ETag", etag)
+        self.set_header("Cache-Control", "no-cache")
+        self.set_header("Accept-Ranges", "bytes")
+        if etag_matches(self.request.headers.get("If-None-Match"), etag):
+            self.set_status(304)
+            self.finish()
+            return
+        try:
+            selected = parse_range(self.request.headers.get("Range"), len(body))
+        except RangeNotSatisfiable as err:
+            self.set_header("Content-Range", err.content_range)
+            self._fail(416, str(err))
+            return
+        if selected is not None:
+            start, end = selected
+            self.set_status(206)
+            self.set_header("Content-Range", content_range(start, end, len(body)))
+            body = body[start:end]
+        self.set_header("Content-Length", str(len(body)))
+        if not head:
+            self.write(body)
+        self.finish()
+
+    async def _answer(self, work: Any, head: bool) -> None:
+        """Await ``work`` (a Reply or None) and answer it, mapping failures to statuses."""
+        try:
+            reply = await work
+        except (RemoteAccessError, RemoteNotFoundError) as err:
+            log.warning("upstream refused a read for %s: %s", self.request.path, err)
+            self._fail(502, _UPSTREAM_DENIED if isinstance(err, RemoteAccessError) else _GONE)
+            return
+        except RemoteUnavailableError as err:
+            log.warning("upstream unavailable for %s: %s", self.request.path, err)
+            timeout = "timed out" in str(err)
+            self._fail(504 if timeout else 503, _TIMEOUT if timeout else _UNAVAILABLE)
+            return
+        except (MetadataError, UnsupportedFormatError) as err:
+            log.warning("unreadable upstream data for %s: %s", self.request.path, err)
+            self._fail(502, _CORRUPT)
+            return
+        except CatalogUnavailableError as err:
+            log.warning("catalog busy for %s: %s", self.request.path, err)
+            self._fail(503, "the catalog is busy; try again")
+            return
+        if reply is None:
+            self.send_error(404)
+            return
+        await self._send(reply, head)
+
+
+_UPSTREAM_DENIED = (
+    "the dataset's storage refused access (credential missing, wrong or expired); "
+    "the dataset's owner should check or rotate its stored credential"
+)
+_GONE = "the dataset's storage no longer has the data this dataset was imported from"
+_TIMEOUT = "the dataset's storage did not answer in time; try again later"
+_UNAVAILABLE = "the dataset's storage is unreachable or failing; try again later"
+_CORRUPT = "the dataset's stored data or metadata is malformed and cannot be served"
+
+
+class DataRoutes(_Routes):
+    """``zarr/...``, ``zarr3/...`` and ``links/<token>/zarr[3]/...``."""
+
+    async def _get(self, path: str, head: bool) -> None:
+        try:
+            # zarr-python lists f"{url}/{prefix}", so a group URL ending in "/" (as
+            # Dataset.zarr_url gives) asks for ".../ds//": merge repeated slashes as nginx
+            # does; parse_data_path still rejects traversal and malformed names.
+            parsed = parse_data_path(_SLASHES.sub("/", path))
+        except AbsentKeyError:
+            self.send_error(404)
+            return
+        except InvalidKeyError as err:
+            self._fail(400, str(err))
+            return
+        if parsed.listing and not path.endswith("/"):
+            self._redirect_to_directory(path)
+            return
+        await self._answer(self._reply(parsed), head)
+
+    async def _reply(self, parsed: DataPath) -> Reply | None:
+        grant = await self.service.grant(parsed, self._user())
+        if grant is None:
+            return None
+        self._count(grant)
+        return await self.service.reply(parsed, grant)
+
+    def _count(self, grant: Grant) -> None:
+        if grant.link_id is not None:
+            self.service.count_use(grant.link_id)
+
+    def _redirect_to_directory(self, path: str) -> None:
+        # Relative, so it also works behind proxies that strip a prefix.
+        last = path.rstrip("/").rsplit("/", 1)[-1]
+        query = self.request.query
+        self.redirect(f"{last}/" + (f"?{query}" if query else ""), permanent=True)
+
+
+class LinkRootRoutes(_Routes):
+    """``links/<token>/``: what a link is, and its two trees."""
+
+    async def _get(self, token: str, head: bool) -> None:
+        try:
+            parsed = parse_data_path(f"links/{token}/zarr/")
+        except InvalidKeyError:
+            self.send_error(404)
+            return
+        if not self.request.path.endswith("/"):
+            self.redirect(f"{token}/", permanent=True)
+            return
+        await self._answer(self._root(parsed), head)
+
+    async def _root(self, parsed: DataPath) -> Reply | None:
+        from wkjupyter.server.data import HTML_TYPE, Reply
+        from wkjupyter.server.metadata import listing
+
+        grant = await self.service.grant(parsed, None)
+        if grant is None:
+            return None
+        if grant.link_id is not None:
+            self.service.count_use(grant.link_id)
+        entries = ["zarr/", "zarr3/"]
+        html, _ = listing(entries, title=grant.slug)
+        return Reply(html.encode(), HTML_TYPE, tuple(entries))
+
+
+def _wants_json(request: Any) -> bool:
+    if request.query_arguments.get("format") == [b"json"]:
+        return True
+    accept = request.headers.get("Accept", "")
+    return "application/json" in accept and "text/html" not in accept

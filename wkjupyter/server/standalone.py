@@ -1,0 +1,163 @@
+"""``wkjupyter serve``: the data routes and REST API in a plain tornado app.
+
+For deployments and replicas (several stateless processes sharing a PostgreSQL catalog behind
+any load balancer), without a Jupyter server and its code-execution power. Data routes answer
+everyone (access by public flag or link token); a request bearing the server's API token
+(``Authorization: token <token>``) acts as the configured user, for private datasets and the
+REST API. The token is printed at start unless given with ``--token`` / ``$WKJUPYTER_TOKEN``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import secrets
+import signal
+from typing import TYPE_CHECKING, Any
+
+from tornado import web
+from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_sockets
+
+from wkjupyter.server.data import DataService, ServeOptions
+from wkjupyter.server.handlers import DATA_ROUTE, LINK_ROOT_ROUTE, DataRoutes, LinkRootRoutes
+from wkjupyter.server.rest import API_ROLES, ApiRoutes, ApiState, api_handlers
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+    from wkjupyter.catalog.core import Catalog
+
+__all__ = ["make_app", "serve"]
+
+log = logging.getLogger("wkjupyter.server")
+
+
+class _TokenUser:
+    """Whoever presents the API token acts as the configured user."""
+
+    def _user(self) -> str | None:
+        handler: Any = self
+        return handler.settings["wkjupyter_api"].owner if _has_token(handler) else None
+
+
+def _has_token(handler: web.RequestHandler) -> bool:
+    expected: str = handler.settings["wkjupyter_token"]
+    header = handler.request.headers.get("Authorization", "")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() not in {"token", "bearer"} or not given:
+        return False
+    return hmac.compare_digest(given.strip().encode(), expected.encode())
+
+
+class DataHandler(_TokenUser, DataRoutes):
+    async def get(self, path: str) -> None:
+        await self._get(path, head=False)
+
+    async def head(self, path: str) -> None:
+        await self._get(path, head=True)
+
+    async def options(self, *args: Any) -> None:
+        await self._options()
+
+
+class LinkRootHandler(_TokenUser, LinkRootRoutes):
+    async def get(self, token: str) -> None:
+        await self._get(token, head=False)
+
+    async def head(self, token: str) -> None:
+        await self._get(token, head=True)
+
+    async def options(self, *args: Any) -> None:
+        await self._options()
+
+
+class _TokenApi(ApiRoutes):
+    def prepare(self) -> None:
+        if not _has_token(self):
+            raise web.HTTPError(
+                403,
+                "the wkjupyter API needs the server's token: send 'Authorization: token <token>'"
+                " (printed when `wkjupyter serve` started, or set with --token)",
+            )
+
+    def check_xsrf_cookie(self) -> None:
+        """No cookies are used: a forged cross-site request cannot carry the token."""
+
+
+STANDALONE_API: dict[str, type[ApiRoutes]] = {
+    role: type(f"Standalone{cls.__name__}", (cls, _TokenApi), {}) for role, cls in API_ROLES.items()
+}
+
+
+def make_app(
+    data: DataService,
+    *,
+    owner: str,
+    token: str,
+    base_url: str = "/",
+    public_url: str | None = None,
+    local_roots: list[Path] | None = None,
+    log_function: Callable[[web.RequestHandler], None] | None = None,
+) -> web.Application:
+    """The tornado application serving ``data`` under ``{base_url}wkjupyter/``."""
+    base = "/" + base_url.strip("/") + "/" if base_url.strip("/") else "/"
+    prefix = f"{base}wkjupyter/"
+    api = ApiState(data=data, owner=owner, public_url=public_url, local_roots=local_roots or [])
+    handlers: list[Any] = [
+        (prefix + DATA_ROUTE, DataHandler),
+        (prefix + LINK_ROOT_ROUTE, LinkRootHandler),
+        *api_handlers(prefix, STANDALONE_API),
+    ]
+    settings: dict[str, Any] = {
+        "wkjupyter_data": data,
+        "wkjupyter_api": api,
+        "wkjupyter_token": token,
+        "base_url": base,
+    }
+    if log_function is not None:
+        settings["log_function"] = log_function
+    return web.Application(handlers, **settings)
+
+
+async def serve(
+    catalog: Catalog,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    base_url: str = "/",
+    owner: str,
+    token: str | None = None,
+    public_url: str | None = None,
+    local_roots: list[Path] | None = None,
+    options: ServeOptions | None = None,
+    ready: Callable[[str, str], None] | None = None,
+) -> None:
+    """Serve until SIGINT/SIGTERM; ``ready(url, token)`` is called once listening."""
+    data = DataService(catalog, options)
+    token = token or secrets.token_urlsafe(32)
+    app = make_app(
+        data, owner=owner, token=token, base_url=base_url, public_url=public_url,
+        local_roots=local_roots,
+    )  # fmt: skip
+    sockets = bind_sockets(port, host)
+    server = HTTPServer(app, xheaders=False)
+    server.add_sockets(sockets)
+    bound = sockets[0].getsockname()[1]
+    shown = f"[{host}]" if ":" in host else host
+    base = app.settings["base_url"]
+    url = public_url or f"http://{shown}:{bound}{base}"
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    if ready is not None:
+        ready(f"{url}wkjupyter/", token)
+    try:
+        await stop.wait()
+    finally:
+        server.stop()
+        await data.close()
+        catalog.dispose()
