@@ -17,6 +17,7 @@ from wkjupyter.errors import (
     RemoteAccessError,
     RemoteNotFoundError,
     RemoteUnavailableError,
+    ServerNotFoundError,
     UnsupportedFormatError,
     WkJupyterError,
 )
@@ -65,6 +66,7 @@ __all__ = [
     "RemoteNotFoundError",
     "RemoteUnavailableError",
     "S3Credential",
+    "ServerNotFoundError",
     "UnsupportedFormatError",
     "Vec3",
     "VoxelSize",

@@ -142,7 +142,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from wkjupyter.paths import data_dir
 
     root = Path(args.data_dir) / "demo" if args.data_dir else data_dir() / "demo"
-    reports = run_demo(root)
+    reports = run_demo(root, serve=not args.no_serve, port=args.port, keep_serving=args.serve)
     return 0 if all(r.datasource is not None for r in reports) else 1
 
 
@@ -205,6 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="write the demo datasets and explore them")
     demo.add_argument("--data-dir", help="where to write (default: the wkjupyter data dir)")
+    demo.add_argument("--serve", action="store_true", help="keep serving until Ctrl-C")
+    demo.add_argument("--port", type=int, default=0, help="port to serve on (0: any free)")
+    demo.add_argument("--no-serve", action="store_true", help="only write and explore")
     demo.set_defaults(func=_cmd_demo)
 
     ex = sub.add_parser("explore", help="find the layers at one or more URLs")

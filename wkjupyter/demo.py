@@ -211,8 +211,17 @@ def write_demo(root: Path, vol: DemoVolume | None = None) -> dict[str, Path]:
     }
 
 
-def run_demo(root: Path | None = None, echo: Callable[[str], None] = print) -> list[ExploreReport]:
-    """Write the demo datasets, explore each one and print the layers found."""
+def run_demo(
+    root: Path | None = None,
+    echo: Callable[[str], None] = print,
+    *,
+    serve: bool = True,
+    port: int = 0,
+    keep_serving: bool = False,
+) -> list[ExploreReport]:
+    """Write the demo datasets, explore each one and print the layers found; then (``serve``)
+    register them in a demo catalog, serve them as OME-Zarr and read them back over HTTP
+    (see :func:`serve_demo`)."""
     from wkjupyter.sources.explore import explore
 
     root = root or data_dir() / "demo"
@@ -250,4 +259,62 @@ def run_demo(root: Path | None = None, echo: Callable[[str], None] = print) -> l
             f"    read {first.name} at its coarsest mag: "
             f"array {sample.shape}, mean {sample.mean():.1f}"
         )
+    if serve and all(r.datasource is not None for r in reports):
+        served = serve_demo(root, paths, echo, port=port, keep_serving=keep_serving)
+        if not served:
+            msg = "the served demo data differs from the source"
+            raise RuntimeError(msg)
     return reports
+
+
+def serve_demo(
+    root: Path,
+    paths: dict[str, Path],
+    echo: Callable[[str], None] = print,
+    *,
+    port: int = 0,
+    keep_serving: bool = False,
+) -> bool:
+    """Register the demo datasets in a catalog under ``root``, serve them as OME-Zarr, and
+    read every layer back through both Zarr trees with zarr-python, as any client would.
+
+    Returns True when every layer read back identical. With ``keep_serving`` it then serves
+    until interrupted (Ctrl-C), printing a Neuroglancer URL to look at.
+    """
+    import zarr
+
+    from wkjupyter.catalog.core import Catalog
+    from wkjupyter.catalog.datasets import slugify
+    from wkjupyter.hub import Hub
+    from wkjupyter.server.standalone import BackgroundServer
+
+    for stale in root.glob("catalog.sqlite*"):
+        stale.unlink()
+    url = f"sqlite:///{root / 'catalog.sqlite'}"
+    hub = Hub(url, "demo", data_dir=root)
+    datasets = [hub.add_remote(str(p), name=slugify(f), public=True) for f, p in paths.items()]
+    identical = True
+    with BackgroundServer(Catalog(url, data_dir=root), owner="demo", port=port) as server:
+        hub.public_url = server.url.removesuffix("wkjupyter/")
+        echo(f"\nserving the demo catalog at {server.url} (Zarr v2: zarr/, v3: zarr3/)")
+        for ds in datasets:
+            for name, layer in ds.layers.items():
+                expected = layer.read(mag="1")
+                for fmt in (2, 3):
+                    array_url = f"{ds.zarr_url(name, zarr_format=fmt)}1/"
+                    got = zarr.open_array(array_url, mode="r", zarr_format=fmt)[...]
+                    same = bool(np.array_equal(got, expected))
+                    identical &= same
+                    echo(f"  {'ok ' if same else 'DIFFERENT'} zarr-python v{fmt} {array_url}")
+        if not keep_serving:
+            echo("\nrun `wkjupyter demo --serve` to keep serving and view it in Neuroglancer")
+        else:
+            echo(f"\nopen in Neuroglancer: {datasets[0].neuroglancer_url()}")
+            echo("serving until Ctrl-C")
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                echo("stopped")
+    hub.catalog.dispose()
+    return identical

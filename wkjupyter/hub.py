@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 from urllib.parse import quote
 
+from wkjupyter.catalog import access
 from wkjupyter.catalog import credentials as cred_service
 from wkjupyter.catalog import datasets as ds_service
 from wkjupyter.catalog import links as link_service
@@ -20,7 +21,7 @@ from wkjupyter.catalog.core import Catalog
 from wkjupyter.catalog.crypto import secret_box
 from wkjupyter.catalog.models import DatasetRecord
 from wkjupyter.datasource import DataSource, Layer, MagLevel
-from wkjupyter.errors import LayerNotFoundError, ServerNotFoundError
+from wkjupyter.errors import LayerNotFoundError, ServerNotFoundError, WkJupyterError
 from wkjupyter.server.runtime import (
     discover_catalog_url,
     discover_data_dir,
@@ -193,13 +194,7 @@ class Hub:
         self, session: Session, actor: User, credential: Credential | None
     ) -> str | None:
         """The id of the stored ``credential`` (stored now unless an equal one exists)."""
-        if credential is None:
-            return None
-        existing = cred_service.find_credential_for(session, self._box, actor, credential)
-        if existing is not None:
-            return existing
-        info = cred_service.store_credential(session, self._box, actor, credential)
-        return info.id
+        return cred_service.store_or_reuse(session, self._box, actor, credential)
 
     # -- finding ------------------------------------------------------------------------------
 
@@ -226,7 +221,7 @@ class Hub:
         offset: int = 0,
     ) -> list[dict[str, Any]]:
         """Like :meth:`datasets`, as :meth:`Dataset.summary` dicts read in one transaction."""
-        return self._listing(_summary, search, tags, public, limit, offset)
+        return self._listing(ds_service.dataset_summary, search, tags, public, limit, offset)
 
     def _listing(
         self,
@@ -367,7 +362,7 @@ class Dataset:
 
     def summary(self) -> dict[str, Any]:
         """Name, visibility, owner, tags, description and layer names, read at once."""
-        return _summary(self._record())
+        return ds_service.dataset_summary(self._record())
 
     @property
     def description(self) -> str:
@@ -412,22 +407,12 @@ class Dataset:
     @property
     def datasource(self) -> DataSource:
         """The stored data source, with stored credentials bound so its layers read."""
-        record = self._record()
-        datasource = DataSource.from_json(record.datasource)
-        ids = {
-            level.credential_id
-            for layer in datasource.layers.values()
-            for level in layer.mags.values()
-            if level.credential_id
-        }
-        if ids:
-            creds = self._hub.catalog.run(
-                lambda s: {i: cred_service.load_credential(s, self._hub._box, i) for i in ids}
-            )
-            for layer in datasource.layers.values():
-                cid = next((m.credential_id for m in layer.mags.values() if m.credential_id), None)
-                layer.credential = creds.get(cid) if cid else None
-        return datasource
+
+        def body(session: Session, actor: User) -> DataSource:
+            record = ds_service.get_dataset(session, actor, self.name)
+            return access.bound_datasource(session, self._hub._box, record.id)
+
+        return self._hub._run(body)
 
     @property
     def layers(self) -> dict[str, Layer]:
@@ -562,20 +547,6 @@ class Dataset:
         return self._hub._run(body)
 
 
-def _summary(record: DatasetRecord) -> dict[str, Any]:
-    return {
-        "name": record.slug,
-        "public": record.public,
-        "owner": record.owner.name,
-        "tags": [t.name for t in record.tags],
-        "teams": [t.name for t in record.teams],
-        "description": record.description,
-        "layers": list(DataSource.from_json(record.datasource).layers),
-        "created_at": record.created_at,
-        "updated_at": record.updated_at,
-    }
-
-
 def _with_credential(level: MagLevel, cred_id: str) -> MagLevel:
     return replace(level, credential_id=cred_id)
 
@@ -694,8 +665,11 @@ class Link:
         """
         granted = self._granted()
         if granted is None:
-            msg = f"link {self.id} shares an annotation; Neuroglancer URLs cover datasets so far"
-            raise NotImplementedError(msg)
+            msg = (
+                f"link {self.id} shares an annotation, and annotations are not served yet: "
+                "share the dataset instead"
+            )
+            raise WkJupyterError(msg)
         datasource, names = granted
         chosen = layers if layers is not None else names
         _check_layers(chosen, names, f"link {self.id}", "grants")

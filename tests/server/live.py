@@ -1,43 +1,31 @@
 """A live ``wkjupyter serve`` app on a background thread, for tests with synchronous clients.
 
 zarr-python, tensorstore, xarray, dask and ome-zarr-py block while they fetch, so the server
-must not run on the test's own thread (as pytest-jupyter's does): this one runs the same
-standalone application (:func:`wkjupyter.server.standalone.make_app`) on its own event loop.
+must not run on the test's own thread (as pytest-jupyter's does): this is the package's own
+:class:`~wkjupyter.server.standalone.BackgroundServer` on a catalog of its own, plus a plain
+HTTP helper that follows no redirects.
 """
 
 from __future__ import annotations
 
-import asyncio
-import secrets
-import threading
+import urllib.error
 import urllib.request
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tornado.httpserver import HTTPServer
-from tornado.netutil import bind_sockets
-
 from wkjupyter.catalog.core import Catalog
-from wkjupyter.server.data import DataService, ServeOptions
-from wkjupyter.server.standalone import make_app
+from wkjupyter.server.data import ServeOptions
+from wkjupyter.server.standalone import BackgroundServer
 
 if TYPE_CHECKING:
-    from tornado import web
+    from pathlib import Path
 
 __all__ = ["LiveServer"]
 
 
-class LiveServer:
-    """``wkjupyter serve`` for one catalog on 127.0.0.1, port 0.
+class LiveServer(BackgroundServer):
+    """``wkjupyter serve`` for one catalog on 127.0.0.1, port 0 (see BackgroundServer).
 
-    Attributes
-    ----------
-    url
-        The data routes' root, ``http://127.0.0.1:<port>/wkjupyter/``.
-    token
-        The API token (``Authorization: token <token>``).
-    data
-        The server's :class:`DataService` (use it only through :meth:`call`).
+    Link uses are flushed every 50 ms by default, so tests see them quickly.
     """
 
     def __init__(
@@ -50,43 +38,28 @@ class LiveServer:
         local_roots: list[Path] | None = None,
         log_function: Any = None,
     ) -> None:
-        self.catalog = Catalog(catalog_url, data_dir=data_dir)
-        self.token = secrets.token_urlsafe(16)
-        self.owner = owner
-        self._options = options or ServeOptions(use_flush_interval=0.05)
-        self._roots = local_roots
-        self._log_function = log_function
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self.url = ""
-        self.data: DataService
-        self.app: web.Application
+        super().__init__(
+            Catalog(catalog_url, data_dir=data_dir),
+            owner=owner,
+            options=options or ServeOptions(use_flush_interval=0.05),
+            local_roots=local_roots,
+            log_function=log_function,
+        )
 
     def start(self) -> LiveServer:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(30)
+        super().start()
         return self
 
-    async def _start(self) -> None:
-        self.data = DataService(self.catalog, self._options)
-        self.app = make_app(
-            self.data, owner=self.owner, token=self.token, local_roots=self._roots,
-            log_function=self._log_function,
-        )  # fmt: skip
-        sockets = bind_sockets(0, "127.0.0.1")
-        self._server = HTTPServer(self.app)
-        self._server.add_sockets(sockets)
-        self.url = f"http://127.0.0.1:{sockets[0].getsockname()[1]}/wkjupyter/"
-
-    def call(self, coro: Any) -> Any:
-        """Run a coroutine on the server's loop (e.g. ``data.flush_uses()``) and wait."""
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(30)
+    def __enter__(self) -> LiveServer:
+        return self.start()
 
     def flush_uses(self) -> None:
         """Write the counted link uses now."""
         self.call(self.data.flush_uses())
 
-    def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    def get(
+        self, path: str, headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, str], bytes]:
         """A plain GET of ``url + path``: (status, headers, body); no redirects followed."""
         request = urllib.request.Request(self.url + path, headers=headers or {})
         opener = urllib.request.build_opener(_NoRedirect)
@@ -97,20 +70,8 @@ class LiveServer:
             return err.code, dict(err.headers), err.read()
 
     def stop(self) -> None:
-        async def shutdown() -> None:
-            self._server.stop()
-            await self.data.close()
-
-        self.call(shutdown())
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
+        super().stop()
         self.catalog.dispose()
-
-    def __enter__(self) -> LiveServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):

@@ -35,7 +35,7 @@ from wkjupyter.catalog import access
 from wkjupyter.catalog import links as link_service
 from wkjupyter.catalog import users as user_service
 from wkjupyter.catalog.crypto import secret_box
-from wkjupyter.errors import CatalogUnavailableError, RemoteAccessError
+from wkjupyter.errors import CatalogUnavailableError, InvalidKeyError, RemoteAccessError
 from wkjupyter.server import metadata
 from wkjupyter.server._keys import chunk_in_grid
 from wkjupyter.server.encode import ChunkEncoder
@@ -68,6 +68,11 @@ T = TypeVar("T")
 JSON_TYPE = "application/json; charset=utf-8"
 HTML_TYPE = "text/html; charset=utf-8"
 OCTET_TYPE = "application/octet-stream"
+
+
+class ChunkKeyError(InvalidKeyError):
+    """A well-formed chunk key whose number of indices does not match its array: answer 400
+    (the pure path parser cannot know the array's dimensions)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -371,6 +376,12 @@ class DataService:
         index: tuple[int, ...],
         tree: Tree,
     ) -> bytes | None:
+        if len(index) != len(array.grid_shape):
+            msg = (
+                f"invalid chunk key: array {layer}/{array.path} has {len(array.grid_shape)} "
+                f"dimensions, the key has {len(index)} indices"
+            )
+            raise ChunkKeyError(msg)
         if not chunk_in_grid(index, array.grid_shape):
             return None
         reader = view.reader(layer, array.path)

@@ -37,7 +37,7 @@ from wkjupyter.server._http import (
     strong_etag,
 )
 from wkjupyter.server._keys import AbsentKeyError, parse_data_path
-from wkjupyter.server.data import JSON_TYPE
+from wkjupyter.server.data import JSON_TYPE, ChunkKeyError
 
 if TYPE_CHECKING:
     from wkjupyter.catalog.access import Grant
@@ -49,7 +49,9 @@ __all__ = ["DATA_ROUTE", "DataRoutes", "LinkRootRoutes", "redact_uri"]
 log = logging.getLogger("wkjupyter.server")
 
 #: The data routes below ``{base_url}wkjupyter/`` (the group is the path parse_data_path takes).
-DATA_ROUTE = r"((?:zarr|zarr3)/.*|links/[^/]+/(?:zarr|zarr3)(?:/.*)?)"
+# Everything below ``links/<token>/`` comes here, also a wrong tree name: tornado would log
+# an unmatched path verbatim, token included.
+DATA_ROUTE = r"((?:zarr|zarr3)/.*|links/[^/]+/.+)"
 #: A link's root (``Link.url``): lists the two trees.
 LINK_ROOT_ROUTE = r"links/([^/]+)/?"
 
@@ -77,6 +79,8 @@ class _Routes(web.RequestHandler):
     METHODS: ClassVar[str] = "GET, HEAD, OPTIONS"
 
     def initialize(self) -> None:
+        # tornado decodes "%2F" in the path arguments into "/"; no name contains one.
+        self._encoded_slash = "%2f" in self.request.path.lower()
         # Routing has already taken the path; what is logged from here on is redacted.
         self.request.uri = redact_uri(self.request.uri)
         self.request.path = redact_uri(self.request.path)
@@ -104,6 +108,8 @@ class _Routes(web.RequestHandler):
         if status_code == 404:
             self.finish(NOT_FOUND)
             return
+        if status_code == 416:  # send_error cleared the headers set before
+            self.set_header("Content-Range", self._wkjupyter_content_range)
         reason = getattr(self, "_wkjupyter_reason", None) or self._reason
         body = {"error": self._reason, "message": reason}
         self.finish(json.dumps(body).encode())
@@ -147,7 +153,7 @@ class _Routes(web.RequestHandler):
         try:
             selected = parse_range(self.request.headers.get("Range"), len(body))
         except RangeNotSatisfiable as err:
-            self.set_header("Content-Range", err.content_range)
+            self._wkjupyter_content_range = err.content_range
             self._fail(416, str(err))
             return
         if selected is not None:
@@ -164,6 +170,9 @@ class _Routes(web.RequestHandler):
         """Await ``work`` (a Reply or None) and answer it, mapping failures to statuses."""
         try:
             reply = await work
+        except ChunkKeyError as err:
+            self._fail(400, str(err))
+            return
         except (RemoteAccessError, RemoteNotFoundError) as err:
             log.warning("upstream refused a read for %s: %s", self.request.path, err)
             self._fail(502, _UPSTREAM_DENIED if isinstance(err, RemoteAccessError) else _GONE)
@@ -195,12 +204,19 @@ _GONE = "the dataset's storage no longer has the data this dataset was imported 
 _TIMEOUT = "the dataset's storage did not answer in time; try again later"
 _UNAVAILABLE = "the dataset's storage is unreachable or failing; try again later"
 _CORRUPT = "the dataset's stored data or metadata is malformed and cannot be served"
+_ENCODED_SLASH = (
+    "invalid data path: '%2F' (an encoded '/') is not allowed; no name contains '/', "
+    "so separate names with a plain '/'"
+)
 
 
 class DataRoutes(_Routes):
     """``zarr/...``, ``zarr3/...`` and ``links/<token>/zarr[3]/...``."""
 
     async def _get(self, path: str, head: bool) -> None:
+        if self._encoded_slash:
+            self._fail(400, _ENCODED_SLASH)
+            return
         try:
             # zarr-python lists f"{url}/{prefix}", so a group URL ending in "/" (as
             # Dataset.zarr_url gives) asks for ".../ds//": merge repeated slashes as nginx
@@ -239,6 +255,9 @@ class LinkRootRoutes(_Routes):
     """``links/<token>/``: what a link is, and its two trees."""
 
     async def _get(self, token: str, head: bool) -> None:
+        if self._encoded_slash:
+            self.send_error(404)
+            return
         try:
             parsed = parse_data_path(f"links/{token}/zarr/")
         except InvalidKeyError:

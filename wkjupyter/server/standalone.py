@@ -14,6 +14,7 @@ import hmac
 import logging
 import secrets
 import signal
+import threading
 from typing import TYPE_CHECKING, Any
 
 from tornado import web
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 
     from wkjupyter.catalog.core import Catalog
 
-__all__ = ["make_app", "serve"]
+__all__ = ["BackgroundServer", "make_app", "serve"]
 
 log = logging.getLogger("wkjupyter.server")
 
@@ -161,3 +162,85 @@ async def serve(
         server.stop()
         await data.close()
         catalog.dispose()
+
+
+class BackgroundServer:
+    """The standalone app on a thread of its own, for the demo, notebooks and tests.
+
+    Synchronous HTTP clients (zarr-python, tensorstore, xarray) block while they fetch, so
+    they cannot share a thread with the server. Use as a context manager, or
+    :meth:`start` / :meth:`stop`.
+
+    Attributes
+    ----------
+    url
+        The data routes' root, ``http://<host>:<port>/wkjupyter/`` (set by :meth:`start`).
+    token
+        The API token (``Authorization: token <token>``).
+    data
+        The server's :class:`DataService`; touch it only through :meth:`call`.
+    """
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        *,
+        owner: str,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        token: str | None = None,
+        options: ServeOptions | None = None,
+        local_roots: list[Path] | None = None,
+        log_function: Callable[[web.RequestHandler], None] | None = None,
+    ) -> None:
+        self.catalog = catalog
+        self.owner = owner
+        self.token = token or secrets.token_urlsafe(32)
+        self.url = ""
+        self._host, self._port = host, port
+        self._options, self._roots, self._log_function = options, local_roots, log_function
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="wkjupyter-serve", daemon=True
+        )
+        self.data: DataService
+        self.app: web.Application
+
+    def start(self) -> BackgroundServer:
+        """Start serving; returns once the port is bound."""
+        self._thread.start()
+        self.call(self._start())
+        return self
+
+    async def _start(self) -> None:
+        self.data = DataService(self.catalog, self._options)
+        self.app = make_app(
+            self.data, owner=self.owner, token=self.token, local_roots=self._roots,
+            log_function=self._log_function,
+        )  # fmt: skip
+        sockets = bind_sockets(self._port, self._host)
+        self._server = HTTPServer(self.app)
+        self._server.add_sockets(sockets)
+        shown = f"[{self._host}]" if ":" in self._host else self._host
+        self.url = f"http://{shown}:{sockets[0].getsockname()[1]}/wkjupyter/"
+
+    def call(self, coro: Any, timeout: float = 60) -> Any:
+        """Run a coroutine on the server's loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    def stop(self) -> None:
+        """Stop serving, write pending link uses and end the thread."""
+
+        async def shutdown() -> None:
+            self._server.stop()
+            await self.data.close()
+
+        self.call(shutdown())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    def __enter__(self) -> BackgroundServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
