@@ -28,6 +28,7 @@ from wkjupyter.server.runtime import (
     discover_public_url,
 )
 from wkjupyter.sources.explore import ExploreReport, explore, merge_layers
+from wkjupyter.sources.neuroglancer import neuroglancer_state_url
 
 if TYPE_CHECKING:
     import datetime as dt
@@ -514,7 +515,7 @@ class Dataset:
         names = layers if layers is not None else list(datasource.layers)
         _check_layers(names, list(datasource.layers), f"dataset {record.slug!r}")
         tree = f"{self._hub._require_public_url()}wkjupyter/zarr/{_segment(record.slug)}/"
-        return _neuroglancer_url(host, datasource, names, tree)
+        return neuroglancer_state_url(host, datasource, names, tree)
 
     # -- links -------------------------------------------------------------------------------
 
@@ -568,44 +569,6 @@ def _check_layers(wanted: list[str], available: list[str], owner: str, verb: str
         have = ", ".join(available) or "none"
         msg = f"{owner} {verb} no layer {missing[0]!r}; it {verb} {have}"
         raise LayerNotFoundError(msg)
-
-
-# Neuroglancer's python client percent-encodes the state with these left as they are
-# (neuroglancer python/neuroglancer/url_state.py SAFE_URL_CHARS).
-_NEUROGLANCER_SAFE: Final = "~@#$&()*!+=:;,.?/'"
-_NEUROGLANCER_TYPES: Final = {"color": "image", "segmentation": "segmentation"}
-
-
-def _neuroglancer_url(host: str, datasource: DataSource, names: list[str], tree: str) -> str:
-    """A Neuroglancer state URL showing ``names`` from the Zarr v2 tree at ``tree``.
-
-    One layer per name (``zarr2://<tree><layer>/``); x, y, z in meters from the voxel size;
-    the view centred on the bounding box of the layers shown; four panels.
-    """
-    if not names:
-        msg = "choose at least one layer to show, or None for all"
-        raise ValueError(msg)
-    shown = [datasource.layers[name] for name in names]
-    size = datasource.voxel_size.to_unit("meter")
-    box = shown[0].bbox
-    for layer in shown[1:]:
-        box = box.union(layer.bbox)
-    centre = [o + s / 2 for o, s in zip(box.offset.to_xyz(), box.shape.to_xyz(), strict=True)]
-    state = {
-        "dimensions": {axis: [v, "m"] for axis, v in zip("xyz", size.to_xyz(), strict=True)},
-        "position": centre,
-        "layers": [
-            {
-                "type": _NEUROGLANCER_TYPES[layer.category],
-                "source": f"zarr2://{tree}{_segment(layer.name)}/",
-                "name": layer.name,
-            }
-            for layer in shown
-        ],
-        "layout": "4panel",
-    }
-    text = json.dumps(state, separators=(",", ":"))
-    return f"{host.rstrip('/')}/#!{quote(text, safe=_NEUROGLANCER_SAFE)}"
 
 
 @dataclass
@@ -674,7 +637,7 @@ class Link:
         chosen = layers if layers is not None else names
         _check_layers(chosen, names, f"link {self.id}", "grants")
         self._hub._require_public_url()
-        return _neuroglancer_url(host, datasource, chosen, f"{self.url}zarr/")
+        return neuroglancer_state_url(host, datasource, chosen, f"{self.url}zarr/")
 
     def _granted(self) -> tuple[DataSource, list[str]] | None:
         """The linked dataset and the names of the layers granted, in dataset order.

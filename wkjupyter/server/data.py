@@ -47,6 +47,7 @@ from wkjupyter.server.view import (
     Tree,
     served_array,
 )
+from wkjupyter.sources._fs import close_filesystems
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -444,6 +445,7 @@ class DataService:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._flusher
         await self.flush_uses()
+        await close_filesystems()  # the storage connections opened on this loop
         self._db.shutdown(wait=False)
 
 

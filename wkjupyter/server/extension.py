@@ -22,7 +22,14 @@ from wkjupyter.catalog.core import Catalog
 from wkjupyter.catalog.users import default_user_name
 from wkjupyter.server import runtime
 from wkjupyter.server.data import DataService, ServeOptions
-from wkjupyter.server.handlers import DATA_ROUTE, LINK_ROOT_ROUTE, DataRoutes, LinkRootRoutes
+from wkjupyter.server.handlers import (
+    DATA_ROUTE,
+    LINK_ROOT_ROUTE,
+    DataRoutes,
+    LinkRootRoutes,
+    RedactLinkTokens,
+    redact_request_logs,
+)
 from wkjupyter.server.rest import API_ROLES, ApiRoutes, ApiState, api_handlers
 from wkjupyter.server.view import CHUNK_CODECS
 
@@ -105,6 +112,9 @@ class WkJupyter(ExtensionApp):
             local_roots=[Path(r).expanduser() for r in roots],
         )
         self.settings.update({"wkjupyter_data": self._data, "wkjupyter_api": api})
+        redact_request_logs()
+        if self.serverapp is not None:  # Jupyter logs 404s of unknown routes itself
+            self.serverapp.log.addFilter(RedactLinkTokens())
         self.log.info("wkjupyter: serving the catalog %r", catalog)
 
     def initialize_handlers(self) -> None:
@@ -206,7 +216,22 @@ class _JupyterApi(ApiRoutes, JupyterHandler):
     def actor_name(self) -> str:
         return _catalog_user(self)
 
+    def get_login_url(self) -> str:
+        # @web.authenticated redirects an anonymous GET to the login page; an API refuses.
+        if self.current_user is None:
+            raise web.HTTPError(403, "log in to Jupyter to use the wkjupyter API")
+        return str(super().get_login_url())
 
-JUPYTER_API: dict[str, type[ApiRoutes]] = {
-    role: type(f"Jupyter{cls.__name__}", (cls, _JupyterApi), {}) for role, cls in API_ROLES.items()
-}
+
+def _logged_in(cls: type[ApiRoutes]) -> type[ApiRoutes]:
+    """``cls`` for Jupyter, every method ``@web.authenticated``: jupyter_server then knows
+    them protected (no JupyterServerAuthWarning when it requires logins everywhere)."""
+    methods = {
+        name: web.authenticated(vars(cls)[name])
+        for name in ("get", "post", "patch", "delete")
+        if name in vars(cls)
+    }
+    return type(f"Jupyter{cls.__name__}", (cls, _JupyterApi), methods)
+
+
+JUPYTER_API: dict[str, type[ApiRoutes]] = {role: _logged_in(cls) for role, cls in API_ROLES.items()}

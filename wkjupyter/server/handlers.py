@@ -44,7 +44,14 @@ if TYPE_CHECKING:
     from wkjupyter.server._keys import DataPath
     from wkjupyter.server.data import DataService, Reply
 
-__all__ = ["DATA_ROUTE", "DataRoutes", "LinkRootRoutes", "redact_uri"]
+__all__ = [
+    "DATA_ROUTE",
+    "DataRoutes",
+    "LinkRootRoutes",
+    "RedactLinkTokens",
+    "redact_request_logs",
+    "redact_uri",
+]
 
 log = logging.getLogger("wkjupyter.server")
 
@@ -63,13 +70,41 @@ NOT_FOUND = json.dumps(
     }
 ).encode()
 
-_LINK_IN_PATH = re.compile(r"(/wkjupyter/links/)[^/?#]+")
+# Also with doubled slashes, which reach no route but are still logged (tornado's 404).
+_LINK_IN_PATH = re.compile(r"(wkjupyter/+links/+)[^/?#\s\"']+")
 _SLASHES = re.compile(r"/{2,}")
 
 
 def redact_uri(uri: str) -> str:
     """``uri`` with any link token replaced by ``<token>`` (for logs)."""
     return _LINK_IN_PATH.sub(r"\1<token>", uri)
+
+
+class RedactLinkTokens(logging.Filter):
+    """Cuts link tokens out of every record of the logger it is added to.
+
+    The handlers redact the request line they log themselves; this catches what other
+    handlers log (tornado's or Jupyter's 404 for a path outside every route).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = redact_uri(message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
+_REDACTING = RedactLinkTokens()
+_LOGGERS = ("tornado.access", "tornado.general", "tornado.application", "ServerApp")
+
+
+def redact_request_logs() -> None:
+    """Add :class:`RedactLinkTokens` to the loggers that log request lines (idempotent)."""
+    for name in _LOGGERS:
+        logger = logging.getLogger(name)
+        if _REDACTING not in logger.filters:
+            logger.addFilter(_REDACTING)
 
 
 class _Routes(web.RequestHandler):

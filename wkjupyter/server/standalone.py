@@ -22,7 +22,13 @@ from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
 from wkjupyter.server.data import DataService, ServeOptions
-from wkjupyter.server.handlers import DATA_ROUTE, LINK_ROOT_ROUTE, DataRoutes, LinkRootRoutes
+from wkjupyter.server.handlers import (
+    DATA_ROUTE,
+    LINK_ROOT_ROUTE,
+    DataRoutes,
+    LinkRootRoutes,
+    redact_request_logs,
+)
 from wkjupyter.server.rest import API_ROLES, ApiRoutes, ApiState, api_handlers
 
 if TYPE_CHECKING:
@@ -104,6 +110,7 @@ def make_app(
     log_function: Callable[[web.RequestHandler], None] | None = None,
 ) -> web.Application:
     """The tornado application serving ``data`` under ``{base_url}wkjupyter/``."""
+    redact_request_logs()
     base = "/" + base_url.strip("/") + "/" if base_url.strip("/") else "/"
     prefix = f"{base}wkjupyter/"
     api = ApiState(data=data, owner=owner, public_url=public_url, local_roots=local_roots or [])

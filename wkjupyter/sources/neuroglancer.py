@@ -13,16 +13,20 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Final, Literal
-from urllib.parse import unquote
+from typing import TYPE_CHECKING, Final, Literal
+from urllib.parse import quote, unquote
 
 from wkjupyter.errors import MetadataError, UnsupportedFormatError
+
+if TYPE_CHECKING:
+    from wkjupyter.datasource import DataSource
 
 __all__ = [
     "FormatHint",
     "NeuroglancerLayer",
     "SourceSpec",
     "is_neuroglancer_url",
+    "neuroglancer_state_url",
     "parse_neuroglancer_url",
     "split_source",
 ]
@@ -424,3 +428,45 @@ def _read_source(name: str, item: object, notes: list[str]) -> SourceSpec | None
 
 def _shorten(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# -- building ------------------------------------------------------------------------------
+
+# Neuroglancer's python client percent-encodes the state with these left as they are
+# (neuroglancer python/neuroglancer/url_state.py SAFE_URL_CHARS).
+_NEUROGLANCER_SAFE: Final = "~@#$&()*!+=:;,.?/'"
+_NEUROGLANCER_TYPES: Final = {"color": "image", "segmentation": "segmentation"}
+
+
+def neuroglancer_state_url(host: str, datasource: DataSource, names: list[str], tree: str) -> str:
+    """A Neuroglancer state URL showing layers ``names`` of ``datasource`` as served in the
+    Zarr v2 tree at ``tree`` (a URL ending in "/"); the inverse of
+    :func:`parse_neuroglancer_url` for served datasets.
+
+    One layer per name (``zarr2://<tree><layer>/``); x, y, z in meters from the voxel size;
+    the view centred on the bounding box of the layers shown; four panels.
+    """
+    if not names:
+        msg = "choose at least one layer to show, or None for all"
+        raise ValueError(msg)
+    shown = [datasource.layers[name] for name in names]
+    size = datasource.voxel_size.to_unit("meter")
+    box = shown[0].bbox
+    for layer in shown[1:]:
+        box = box.union(layer.bbox)
+    centre = [o + s / 2 for o, s in zip(box.offset.to_xyz(), box.shape.to_xyz(), strict=True)]
+    state = {
+        "dimensions": {axis: [v, "m"] for axis, v in zip("xyz", size.to_xyz(), strict=True)},
+        "position": centre,
+        "layers": [
+            {
+                "type": _NEUROGLANCER_TYPES[layer.category],
+                "source": f"zarr2://{tree}{quote(layer.name, safe='')}/",
+                "name": layer.name,
+            }
+            for layer in shown
+        ],
+        "layout": "4panel",
+    }
+    text = json.dumps(state, separators=(",", ":"))
+    return f"{host.rstrip('/')}/#!{quote(text, safe=_NEUROGLANCER_SAFE)}"
