@@ -51,6 +51,8 @@ class Grant:
         The link that granted access, if any (its use is counted).
     annotation_id
         Set when the link grants an annotation rather than a dataset.
+    expires_at
+        When the granting link expires (None: never, or no link).
     """
 
     dataset_id: int
@@ -59,6 +61,7 @@ class Grant:
     layers: tuple[str, ...] | None = None
     link_id: int | None = None
     annotation_id: int | None = None
+    expires_at: dt.datetime | None = None
 
 
 _PUBLIC_DATASET = text(
@@ -107,8 +110,9 @@ def token_grant(conn: Connection, token: str, now: dt.datetime | None = None) ->
         return None
     layers = tuple(json.loads(row.layers)) if row.layers is not None else None
     return Grant(
-        row.dataset_id, row.slug, _version(row.updated_at), layers, row.link_id, row.annotation_id
-    )
+        row.dataset_id, row.slug, _version(row.updated_at), layers, row.link_id,
+        row.annotation_id, row.expires_at,
+    )  # fmt: skip
 
 
 def user_grant(session: Session, name: str, actor: User) -> Grant | None:

@@ -9,10 +9,13 @@ from __future__ import annotations
 import hashlib
 import re
 
+import xxhash
+
 from wkjupyter.errors import WkJupyterError
 
 __all__ = [
     "RangeNotSatisfiable",
+    "body_etag",
     "content_range",
     "etag_matches",
     "parse_range",
@@ -168,6 +171,16 @@ def strong_etag(*parts: str | bytes | int) -> str:
         # Type and length prefixes keep ("ab", "c") and ("a", "bc") apart.
         digest.update(kind + len(data).to_bytes(8, "big") + data)
     return f'"{digest.hexdigest()[:32]}"'
+
+
+def body_etag(body: bytes) -> str:
+    """A strong entity tag of a response body: its 128-bit XXH3 digest, quoted.
+
+    Strong (RFC 9110 §8.8.1): equal tags mean byte-identical bodies (barring a collision,
+    which would only keep a client's cached copy). XXH3 hashes a 256 KiB chunk ~30 times faster
+    than SHA-256, which mattered on the event loop (bench/serve.py); nothing secret is hashed.
+    """
+    return f'"{xxhash.xxh3_128_hexdigest(body)}"'
 
 
 def etag_matches(if_none_match: str | None, etag: str) -> bool:

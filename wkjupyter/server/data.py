@@ -23,7 +23,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import sqlite3
 import time
+import urllib.parse
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -35,6 +37,7 @@ from wkjupyter.catalog import access
 from wkjupyter.catalog import links as link_service
 from wkjupyter.catalog import users as user_service
 from wkjupyter.catalog.crypto import secret_box
+from wkjupyter.catalog.models import utcnow
 from wkjupyter.errors import CatalogUnavailableError, InvalidKeyError, RemoteAccessError
 from wkjupyter.server import metadata
 from wkjupyter.server._keys import chunk_in_grid
@@ -218,6 +221,64 @@ class _ChunkCache:
             self.size -= len(evicted)
 
 
+class GrantCache:
+    """Anonymous and token grants of a SQLite catalog, valid while the catalog is unchanged.
+
+    SQLite's ``PRAGMA data_version`` changes whenever another connection (another process, a
+    kernel's Hub, this server's own writes) commits; asking it is an in-memory read of the
+    WAL index (microseconds), so it is done on the event loop before each lookup. Until it
+    changes, a grant looked up before is still exact, except that a link may expire in the
+    meantime, which is checked. Revoking a link or making a dataset private is a commit, so
+    it takes effect on the next request as before. PostgreSQL has no such cheap signal:
+    there every request asks the catalog.
+    """
+
+    MAX_ENTRIES = 10_000
+
+    def __init__(self, path: str) -> None:
+        uri = f"file:{urllib.parse.quote(path)}?mode=ro"
+        self._conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+        self._entries: OrderedDict[tuple[str, str], tuple[int, Grant | None]] = OrderedDict()
+
+    @classmethod
+    def for_catalog(cls, catalog: Catalog) -> GrantCache | None:
+        url = catalog.engine.url
+        path = url.database
+        if url.get_backend_name() != "sqlite" or not path or path == ":memory:":
+            return None
+        if path.startswith("file:"):
+            return None
+        return cls(path)
+
+    @property
+    def version(self) -> int:
+        row = self._conn.execute("PRAGMA data_version").fetchone()
+        return int(row[0])
+
+    def get(self, key: tuple[str, str]) -> tuple[bool, Grant | None]:
+        """(hit, grant): hit only if the catalog has not changed since it was stored."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return False, None
+        version, grant = entry
+        if version != self.version:
+            self._entries.clear()
+            return False, None
+        if grant is not None and grant.expires_at is not None and grant.expires_at <= utcnow():
+            return False, None
+        self._entries.move_to_end(key)
+        return True, grant
+
+    def put(self, key: tuple[str, str], grant: Grant | None, version: int) -> None:
+        """Store a grant looked up at catalog ``version`` (read before the lookup)."""
+        self._entries[key] = (version, grant)
+        while len(self._entries) > self.MAX_ENTRIES:
+            self._entries.popitem(last=False)
+
+    def close(self) -> None:
+        self._conn.close()
+
+
 class DataService:
     """Answers the data routes from one catalog.
 
@@ -238,6 +299,7 @@ class DataService:
         self._building: dict[tuple[int, str], asyncio.Future[DatasetView]] = {}
         self._chunks = _ChunkCache(self.options.chunk_cache_bytes)
         self._uses: dict[int, tuple[int, float]] = {}
+        self._grants = GrantCache.for_catalog(catalog)
         self._flusher: asyncio.Task[None] | None = None
 
     # -- catalog access ------------------------------------------------------------------------
@@ -268,11 +330,22 @@ class DataService:
         its link alone.
         """
         name = path.dataset or ""
-        if path.token is not None:
+        if path.token is not None or user is None:
+            key = ("token", path.token) if path.token is not None else ("public", name)
+            cache = self._grants
+            if cache is not None:
+                hit, cached = cache.get(key)
+                if hit:
+                    grant = cached
+                    return grant if grant is None or grant.annotation_id is None else None
+                version = cache.version
             token = path.token
-            grant = await self.read_catalog(lambda c: access.token_grant(c, token))
-        elif user is None:
-            grant = await self.read_catalog(lambda c: access.public_grant(c, name))
+            if token is not None:
+                grant = await self.read_catalog(lambda c: access.token_grant(c, token))
+            else:
+                grant = await self.read_catalog(lambda c: access.public_grant(c, name))
+            if cache is not None:
+                cache.put(key, grant, version)
         else:
             actor_name = user
 
@@ -446,6 +519,8 @@ class DataService:
                 await self._flusher
         await self.flush_uses()
         await close_filesystems()  # the storage connections opened on this loop
+        if self._grants is not None:
+            self._grants.close()
         self._db.shutdown(wait=False)
 
 

@@ -31,10 +31,10 @@ from wkjupyter.errors import (
 )
 from wkjupyter.server._http import (
     RangeNotSatisfiable,
+    body_etag,
     content_range,
     etag_matches,
     parse_range,
-    strong_etag,
 )
 from wkjupyter.server._keys import AbsentKeyError, parse_data_path
 from wkjupyter.server.data import JSON_TYPE, ChunkKeyError
@@ -177,7 +177,7 @@ class _Routes(web.RequestHandler):
             self.set_header("Content-Type", reply.content_type)
         if reply.entries is not None:
             self.set_header("Vary", "Accept")
-        etag = strong_etag(body)
+        etag = body_etag(body)
         self.set_header("ETag", etag)
         self.set_header("Cache-Control", "no-cache")
         self.set_header("Accept-Ranges", "bytes")

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from tornado import web
 from tornado.httpserver import HTTPServer
+from tornado.log import access_log
 from tornado.netutil import bind_sockets
 
 from wkjupyter.server.data import DataService, ServeOptions
@@ -125,9 +126,19 @@ def make_app(
         "wkjupyter_token": token,
         "base_url": base,
     }
-    if log_function is not None:
-        settings["log_function"] = log_function
+    settings["log_function"] = log_function or log_request
     return web.Application(handlers, **settings)
+
+
+def log_request(handler: web.RequestHandler) -> None:
+    """Log a finished request as Jupyter does: successes at DEBUG (one line per chunk would
+    swamp the log and cost a twentieth of the serving time), client errors at INFO, server
+    errors at WARNING. Request lines are already redacted (no link tokens)."""
+    status = handler.get_status()
+    level = logging.DEBUG if status < 400 else logging.INFO if status < 500 else logging.WARNING
+    if access_log.isEnabledFor(level):
+        took = 1000.0 * handler.request.request_time()
+        access_log.log(level, "%d %s %.2fms", status, handler._request_summary(), took)
 
 
 async def serve(
