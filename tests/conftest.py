@@ -15,8 +15,10 @@ if TYPE_CHECKING:
     from tests.servers import HTTPServerFactory
 
 
-# The catalog fixtures (SQLite and PostgreSQL, a fresh database per test) serve every folder.
-pytest_plugins = ["tests.catalog.fixtures"]
+# The catalog fixtures (SQLite and PostgreSQL, a fresh database per test) serve every folder;
+# pytest-jupyter's jp_* fixtures the extension tests. Its tornado ``http_server`` fixture is
+# shadowed by ours below (tests/server/test_extension.py restores it for jp_fetch).
+pytest_plugins = ["tests.catalog.fixtures", "pytest_jupyter.jupyter_server"]
 
 
 @pytest.fixture(scope="session")

@@ -468,7 +468,9 @@ class DataService:
                 return None
         # Both trees transcode to the same bytes; a pass-through array's fallback chunks
         # are encoded with the tree's own chain.
-        key = (grant.dataset_id, grant.version, layer, array.path, index,
+        # Keyed by the view too: a view rebuilt after view_ttl re-reads a source that may
+        # have changed (a local Zarr being written), so it must not reuse older chunks.
+        key = (grant.dataset_id, grant.version, view.created, layer, array.path, index,
                tree if encoding.passthrough else "transcoded")  # fmt: skip
         cached = self._chunks.get(key)
         if cached is not None:

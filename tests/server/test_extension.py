@@ -1,0 +1,409 @@
+"""The Jupyter server extension in a real jupyter_server, with pytest-jupyter.
+
+The server runs on the test's own event loop (``reference/jupyter-and-clients.md`` §3): the
+tests are ``async`` and run blocking clients (zarr-python) with ``asyncio.to_thread``; a
+blocking call on the test thread would deadlock the server. Two base URLs: pytest-jupyter's
+default ``/a%40b/`` (an escaped character in the prefix) and ``/``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import urllib.request
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pytest
+import zarr
+from jupyter_server.utils import JupyterServerAuthWarning
+
+# tests/conftest.py's ``http_server`` (a static file server factory) shadows pytest-jupyter's
+# tornado server of the same name, which jp_fetch needs: bring it back in this module.
+from pytest_jupyter.pytest_tornasync import http_server  # noqa: F401
+from traitlets.config import Config
+
+from wkjupyter.errors import PermissionDeniedError
+from wkjupyter.hub import Hub
+from wkjupyter.server.extension import WkJupyter
+from wkjupyter.server.runtime import info_path, read_server_info
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Iterator
+
+    from jupyter_server.serverapp import ServerApp
+    from tornado.httpclient import HTTPResponse
+
+OWNER = "owner"
+VIEWER = "v"
+
+
+@dataclass
+class Prepared:
+    """A SQLite catalog with ``pub`` (public) and ``priv`` (private), both the demo OME-Zarr."""
+
+    url: str
+    data_dir: Path
+    source: Path  # the OME-Zarr both datasets read
+    hub: Hub
+
+
+@pytest.fixture
+def prepared(tmp_path: Path, demo_sources: dict[str, Path]) -> Iterator[Prepared]:
+    data_dir = tmp_path / "wkjupyter"
+    url = f"sqlite:///{data_dir / 'catalog.sqlite'}"
+    hub = Hub(url, OWNER, data_dir=data_dir, public_url="http://example.invalid/")
+    source = demo_sources["ome-zarr"]
+    hub.add_remote(str(source), name="pub", public=True, tags=["demo"])
+    hub.add_remote(str(source), name="priv", public=False)
+    hub.add_user(VIEWER, "viewer")
+    yield Prepared(url, data_dir, source, hub)
+    hub.catalog.dispose()
+
+
+@pytest.fixture
+def server_app_options() -> dict[str, Any]:
+    """Extra ``ServerApp`` options; tests parametrize this name to change them."""
+    return {}
+
+
+@pytest.fixture
+def wk_user() -> str:
+    """``WkJupyter.user``, the catalog user a Jupyter login acts as; tests parametrize it."""
+    return OWNER
+
+
+@pytest.fixture
+def jp_server_config(
+    prepared: Prepared, server_app_options: dict[str, Any], wk_user: str
+) -> Config:
+    return Config(
+        {
+            "ServerApp": {
+                # pytest-jupyter adds jupyter_server_terminals unless told otherwise.
+                "jpserver_extensions": {"wkjupyter": True, "jupyter_server_terminals": False},
+                **server_app_options,
+            },
+            "WkJupyter": {
+                "catalog_url": prepared.url,
+                "catalog_dir": str(prepared.data_dir),
+                "user": wk_user,
+            },
+        }
+    )
+
+
+@pytest.fixture(params=["/a%40b/", "/"], ids=["escaped-base", "root-base"])
+def jp_base_url(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(autouse=True)
+def tornado_logging() -> Iterator[None]:
+    """Undo ServerApp.init_logging, which renames tornado's loggers and hangs them under the
+    "ServerApp" logger for the whole process. The next ServerApp (pytest-jupyter's cleanup
+    makes one after every test) stops that logger propagating: later tests in this worker
+    would lose tornado's records (tests/server/test_security.py's log checks)."""
+    names = ("tornado", "tornado.access", "tornado.application", "tornado.general")
+    saved = [
+        (lg, lg.name, lg.parent, lg.propagate, lg.level) for lg in map(logging.getLogger, names)
+    ]
+    yield
+    for logger, name, parent, propagate, level in saved:
+        logger.name, logger.parent, logger.propagate = name, parent, propagate
+        logger.setLevel(level)
+
+
+@pytest.fixture(autouse=True)
+def no_discovery(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("JUPYTERHUB_USER", "JUPYTERHUB_PUBLIC_URL", "WKJUPYTER_CATALOG_URL"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def fetch(jp_fetch: Any) -> Callable[..., Awaitable[HTTPResponse]]:
+    """``fetch("wkjupyter", ..., auth=False)``: jp_fetch that returns errors, with or without
+    the Jupyter token (``auth``)."""
+
+    def call(*parts: str, auth: bool = True, headers: dict[str, str] | None = None, **kw: Any):
+        headers = dict(headers or {})
+        if not auth:
+            headers["Authorization"] = ""
+        return jp_fetch(*parts, headers=headers, raise_error=False, **kw)
+
+    return call
+
+
+def body_of(response: HTTPResponse) -> Any:
+    return json.loads(response.body) if response.body else None
+
+
+# -- the extension is installed -----------------------------------------------------------------
+
+
+async def test_extension_is_enabled_and_loaded(jp_serverapp: ServerApp, prepared: Prepared) -> None:
+    manager = jp_serverapp.extension_manager
+    package = manager.extensions["wkjupyter"]
+    assert package.enabled
+    assert package.validate()
+    assert manager.linked_extensions["wkjupyter"]
+    (app,) = manager.extension_apps["wkjupyter"]
+    assert isinstance(app, WkJupyter)
+    assert (app.catalog_url, app.user) == (prepared.url, OWNER)
+    api = jp_serverapp.web_app.settings["wkjupyter_api"]
+    assert api.owner == OWNER
+    assert api.local_roots == [Path(jp_serverapp.root_dir)]
+
+
+async def test_runtime_file_while_running(
+    jp_serverapp: ServerApp, jp_runtime_dir: Path, prepared: Prepared, jp_base_url: str
+) -> None:
+    await jp_serverapp._post_start()  # pytest-jupyter never runs the IOLoop's start hook
+    path = info_path(os.getpid())
+    assert path.parent == jp_runtime_dir
+    doc = json.loads(path.read_text())
+    assert doc["url"] == jp_serverapp.connection_url
+    assert doc["url"].endswith(f":{jp_serverapp.port}{jp_base_url}")
+    assert (doc["catalog_url"], doc["data_dir"]) == (prepared.url, str(prepared.data_dir))
+    info = read_server_info(os.getpid())
+    assert info is not None
+    assert info.url == doc["url"]
+
+
+# -- REST: a Jupyter login -----------------------------------------------------------------------
+
+
+async def test_rest_with_the_token(
+    fetch: Any, prepared: Prepared, jp_http_port: int, jp_base_url: str
+) -> None:
+    response = await fetch("wkjupyter", "api", "datasets")
+    assert response.code == 200
+    doc = body_of(response)
+    assert [d["name"] for d in doc["datasets"]] == ["priv", "pub"]  # the owner sees all
+    root = f"http://127.0.0.1:{jp_http_port}{jp_base_url}wkjupyter/"
+    assert doc["datasets"][1]["zarr_url"] == f"{root}zarr/pub/"
+
+    # A token-authenticated POST/PATCH needs no XSRF token.
+    response = await fetch(
+        "wkjupyter", "api", "datasets", "pub", method="PATCH", body='{"add_tags": ["x"]}'
+    )
+    assert (response.code, body_of(response)["tags"]) == (200, ["demo", "x"])
+    assert set(prepared.hub.dataset("pub").tags) == {"demo", "x"}
+    body = json.dumps({"dataset": "priv", "label": "r"})
+    response = await fetch("wkjupyter", "api", "links", method="POST", body=body)
+    assert response.code == 201
+    link = body_of(response)
+    assert link["url"].startswith(f"{root}links/")
+    assert prepared.hub.link(link["id"]).label == "r"
+
+    token = link["url"].removeprefix(f"{root}links/").strip("/")
+    response = await fetch("wkjupyter", "links", token, "zarr", ".zgroup", auth=False)
+    assert response.code == 200
+
+    response = await fetch("wkjupyter", "api", "datasets", "nope")
+    assert response.code == 404
+    with pytest.raises(KeyError) as err:
+        prepared.hub.dataset("nope")
+    assert body_of(response)["message"] == str(err.value)
+
+
+def cookie_of(response: HTTPResponse) -> str:
+    """The cookies a response sets, as a request's Cookie header."""
+    return "; ".join(c.split(";", 1)[0] for c in response.headers.get_list("Set-Cookie"))
+
+
+async def test_browser_session_needs_xsrf(fetch: Any, jp_serverapp: ServerApp) -> None:
+    """A login cookie alone (what a forged cross-site form would carry) may not change
+    anything; with jupyter_server's XSRF token it may, as JupyterLab's requests do."""
+    token = jp_serverapp.identity_provider.token
+    login = await fetch("wkjupyter", "api", "datasets", params={"token": token}, auth=False)
+    xsrf = await fetch("login", auth=False)
+    session = cookie_of(login)
+    assert session.startswith("username-")
+    args = ("wkjupyter", "api", "datasets", "pub")
+    body = '{"add_tags": ["x"]}'
+    headers = {"Cookie": session}
+    response = await fetch(*args, method="PATCH", body=body, headers=headers, auth=False)
+    assert response.code == 403
+    assert "'_xsrf' argument missing" in body_of(response)["message"]
+    assert (await fetch(*args, headers=headers, auth=False)).code == 200  # reading is fine
+
+    both = f"{session}; {cookie_of(xsrf)}"
+    headers = {"Cookie": both, "X-XSRFToken": cookie_of(xsrf).removeprefix("_xsrf=")}
+    response = await fetch(*args, method="PATCH", body=body, headers=headers, auth=False)
+    assert response.code == 200
+    assert body_of(response)["tags"] == ["demo", "x"]
+
+
+@pytest.mark.parametrize("wk_user", [VIEWER])
+async def test_login_acts_as_the_configured_user(fetch: Any, prepared: Prepared) -> None:
+    response = await fetch("wkjupyter", "api", "datasets")
+    assert [d["name"] for d in body_of(response)["datasets"]] == ["pub"]  # a viewer's view
+    body = '{"add_tags": ["x"]}'
+    response = await fetch("wkjupyter", "api", "datasets", "pub", method="PATCH", body=body)
+    viewer = Hub(prepared.url, VIEWER, data_dir=prepared.data_dir)
+    with pytest.raises(PermissionDeniedError) as err:
+        viewer.dataset("pub").tags.add("x")
+    viewer.catalog.dispose()
+    assert (response.code, body_of(response)["message"]) == (403, str(err.value))
+    assert (await fetch("wkjupyter", "zarr", "priv", ".zgroup")).code == 404
+
+
+@pytest.mark.parametrize(
+    ("method", "body"),
+    [("GET", None), ("POST", '{"urls": ["x"]}'), ("PATCH", '{"public": false}')],
+)
+async def test_rest_without_login_is_refused(
+    fetch: Any, prepared: Prepared, method: str, body: str | None
+) -> None:
+    path = ("wkjupyter", "api", "datasets") + (("pub",) if method == "PATCH" else ())
+    response = await fetch(*path, method=method, body=body, auth=False)
+    assert response.code == 403
+    assert set(body_of(response)) == {"error", "message"}
+    assert prepared.hub.dataset("pub").public
+
+
+# -- data routes: no login needed ----------------------------------------------------------------
+
+
+async def test_data_routes_are_anonymous(fetch: Any) -> None:
+    response = await fetch("wkjupyter", "zarr", "pub", ".zgroup", auth=False)
+    assert (response.code, body_of(response)) == (200, {"zarr_format": 2})
+    private = await fetch("wkjupyter", "zarr", "priv", ".zgroup", auth=False)
+    unknown = await fetch("wkjupyter", "zarr", "nope", ".zgroup", auth=False)
+    assert private.code == unknown.code == 404
+    assert private.body == unknown.body  # no existence leak
+    head = await fetch(
+        "wkjupyter", "zarr", "pub", "cells", "1", ".zarray", method="HEAD", auth=False
+    )
+    assert head.code == 200
+    assert int(head.headers["Content-Length"]) > 0
+
+
+async def test_logged_in_owner_reads_private(fetch: Any) -> None:
+    response = await fetch("wkjupyter", "zarr", "priv", ".zgroup")
+    assert response.code == 200
+    response = await fetch("wkjupyter", "zarr3", "priv", "cells", "zarr.json")
+    assert response.code == 200
+
+
+LOGIN_REQUIRED = pytest.mark.parametrize(
+    "server_app_options", [{"allow_unauthenticated_access": False}], ids=["login-required"]
+)
+
+
+@LOGIN_REQUIRED
+async def test_every_endpoint_declares_its_authentication(
+    jp_configurable_serverapp: Callable[[], ServerApp],
+) -> None:
+    """jupyter_server warns at start about endpoints that are neither @allow_unauthenticated
+    nor @web.authenticated when it requires logins; none of them may be ours."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        jp_configurable_serverapp()
+    ours = [
+        str(w.message)
+        for w in caught
+        if issubclass(w.category, JupyterServerAuthWarning) and "wkjupyter" in str(w.message)
+    ]
+    assert ours == []
+
+
+@LOGIN_REQUIRED
+async def test_data_routes_stay_public_when_login_is_required(
+    fetch: Any, jp_serverapp: ServerApp
+) -> None:
+    assert jp_serverapp.allow_unauthenticated_access is False
+    response = await fetch("wkjupyter", "zarr", "pub", ".zgroup", auth=False)
+    assert response.code == 200
+    response = await fetch("wkjupyter", "zarr", "pub", "", auth=False, method="OPTIONS")
+    assert response.code == 204
+    assert (await fetch("wkjupyter", "zarr", "priv", ".zgroup", auth=False)).code == 404
+    for method in ("GET", "DELETE"):
+        response = await fetch(
+            "wkjupyter", "api", "datasets", "pub", method=method, auth=False, follow_redirects=False
+        )
+        assert response.code == 403  # JSON clients get a refusal, not the login page
+        assert body_of(response)["error"] == "Forbidden"
+    assert (await fetch("wkjupyter", "api", "datasets")).code == 200
+
+
+async def test_cross_origin_data_request(fetch: Any) -> None:
+    origin = {"Origin": "https://example.org"}
+    response = await fetch("wkjupyter", "zarr", "pub", ".zattrs", auth=False, headers=origin)
+    assert response.code == 200
+    assert response.headers["Access-Control-Allow-Origin"] == "*"
+    missing = await fetch("wkjupyter", "zarr", "pub", "nope", ".zattrs", auth=False, headers=origin)
+    assert missing.code == 404
+    assert missing.headers["Access-Control-Allow-Origin"] == "*"
+    preflight = {**origin, "Access-Control-Request-Method": "GET"}
+    preflight["Access-Control-Request-Headers"] = "range"
+    response = await fetch(
+        "wkjupyter", "zarr", "pub", ".zattrs", auth=False, headers=preflight, method="OPTIONS"
+    )
+    assert response.code == 204
+    assert "GET" in response.headers["Access-Control-Allow-Methods"]
+    assert response.headers["Access-Control-Allow-Headers"] == "range"
+
+
+def data_url(port: int, base_url: str, path: str) -> str:
+    return f"http://127.0.0.1:{port}{base_url}wkjupyter/{path}"
+
+
+@pytest.mark.parametrize("jp_base_url", ["/"])
+async def test_zarr_python_reads_over_http(
+    http_server_client: Any, jp_http_port: int, jp_base_url: str, prepared: Prepared
+) -> None:
+    """Only at "/": aiohttp (yarl) normalises "/a%40b/" to "/a@b/", a path jupyter_server
+    does not route, so no aiohttp client reaches a server with such a base URL at all."""
+    url = data_url(jp_http_port, jp_base_url, "zarr/pub/cells/4/")
+
+    def read() -> np.ndarray[Any, Any]:
+        return zarr.open_array(url, mode="r", zarr_format=2)[...]
+
+    served = await asyncio.to_thread(read)
+    stored = zarr.open_array(prepared.source / "2", mode="r")[...]
+    assert served.shape == (1, 16, 40, 48)
+    np.testing.assert_array_equal(served[0], stored.reshape(served.shape[1:]))
+
+
+async def test_blocking_client_reads_in_a_thread(
+    http_server_client: Any, jp_http_port: int, jp_base_url: str
+) -> None:
+    url = data_url(jp_http_port, jp_base_url, "zarr/pub/cells/4/0/0/0/0")
+
+    def read() -> tuple[int, bytes]:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return response.status, response.read()
+
+    status, chunk = await asyncio.to_thread(read)
+    assert status == 200
+    assert chunk
+
+
+# -- the jupyter-server-proxy entry point ---------------------------------------------------------
+
+
+def test_server_proxy_entry_point() -> None:
+    from importlib.metadata import entry_points
+
+    from jupyter_server_proxy.config import get_entrypoint_server_processes
+
+    (entry,) = [
+        e for e in entry_points(group="jupyter_serverproxy_servers") if e.name == "wkjupyter-serve"
+    ]
+    assert entry.value == "wkjupyter.server.proxy:setup_wkjupyter_serve"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # jupyter-server-proxy only warns about a bad entry
+        processes = {p.name: p for p in get_entrypoint_server_processes()}
+    process = processes["wkjupyter-serve"]
+    assert process.command[1:4] == ["-m", "wkjupyter.cli", "serve"]
+    assert "{port}" in process.command
+    assert (process.absolute_url, process.timeout) == (False, 30)
+    assert process.launcher_entry.enabled
+    assert process.launcher_entry.title == "wkjupyter server"
