@@ -134,8 +134,9 @@ class WkJupyter(ExtensionApp):
         info = runtime.ServerInfo(
             pid=os.getpid(),
             url=url,
-            catalog_url=self.catalog_url,
-            data_dir=self.catalog_dir,
+            # What this server really uses, so kernels use the same catalog and key.
+            catalog_url=self.catalog_url or os.environ.get("WKJUPYTER_CATALOG_URL"),
+            data_dir=self.catalog_dir or os.environ.get("WKJUPYTER_DATA_DIR"),
         )
         path = runtime.write_server_info(info)
         self.log.info("wkjupyter: data routes at %swkjupyter/ (kernels read %s)", url, path)

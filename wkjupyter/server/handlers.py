@@ -201,8 +201,13 @@ class _Routes(web.RequestHandler):
             self.write(body)
         self.finish()
 
-    async def _answer(self, work: Any, head: bool) -> None:
-        """Await ``work`` (a Reply or None) and answer it, mapping failures to statuses."""
+    async def _answer(self, work: Any, head: bool, directory: str | None = None) -> None:
+        """Await ``work`` (a Reply or None) and answer it, mapping failures to statuses.
+
+        ``directory``: the request named an existing directory without its trailing "/";
+        answer with a redirect to it (only once it is known to exist, so that absent names
+        get their 404 at once).
+        """
         try:
             reply = await work
         except ChunkKeyError as err:
@@ -227,6 +232,12 @@ class _Routes(web.RequestHandler):
             return
         if reply is None:
             self.send_error(404)
+            return
+        if directory is not None:
+            # Relative, so it also works behind proxies that strip a prefix.
+            last = directory.rstrip("/").rsplit("/", 1)[-1]
+            query = self.request.query
+            self.redirect(f"{last}/" + (f"?{query}" if query else ""), permanent=True)
             return
         await self._send(reply, head)
 
@@ -263,10 +274,8 @@ class DataRoutes(_Routes):
         except InvalidKeyError as err:
             self._fail(400, str(err))
             return
-        if parsed.listing and not path.endswith("/"):
-            self._redirect_to_directory(path)
-            return
-        await self._answer(self._reply(parsed), head)
+        directory = path if parsed.listing and not path.endswith("/") else None
+        await self._answer(self._reply(parsed), head, directory)
 
     async def _reply(self, parsed: DataPath) -> Reply | None:
         grant = await self.service.grant(parsed, self._user())
@@ -278,12 +287,6 @@ class DataRoutes(_Routes):
     def _count(self, grant: Grant) -> None:
         if grant.link_id is not None:
             self.service.count_use(grant.link_id)
-
-    def _redirect_to_directory(self, path: str) -> None:
-        # Relative, so it also works behind proxies that strip a prefix.
-        last = path.rstrip("/").rsplit("/", 1)[-1]
-        query = self.request.query
-        self.redirect(f"{last}/" + (f"?{query}" if query else ""), permanent=True)
 
 
 class LinkRootRoutes(_Routes):
