@@ -37,6 +37,7 @@ from sqlalchemy import exc, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench._results import record_section
 from tests.catalog.fixtures import PostgresServer
 from wkjupyter.catalog.core import Catalog, dataset_search_text
 from wkjupyter.catalog.crypto import new_token, secret_box, token_hash
@@ -47,7 +48,6 @@ from wkjupyter.catalog.users import actor_for
 from wkjupyter.datasource import DataSource, Layer, MagLevel
 from wkjupyter.geometry import BoundingBox, Mag, VoxelSize
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
 SECTION = "## Catalog (`bench/catalog.py`)"
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 WARMUP, REPEAT, PAGE, OFFSET, LINKS, BATCH = 10, 200, 50, 5000, 1000, 5000
@@ -325,14 +325,7 @@ def record(runs: dict[str, dict[str, Any]]) -> None:
     ]
     if "PostgreSQL" not in runs:
         lines[-1:-1] = ["PostgreSQL was unreachable in this run.", ""]
-    text_ = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n"
-    start = text_.find(SECTION)
-    if start >= 0:
-        end = text_.find("\n## ", start + 1)
-        text_ = text_[:start] + "\n".join(lines) + (text_[end + 1 :] if end >= 0 else "")
-    else:
-        text_ = text_.rstrip() + "\n\n" + "\n".join(lines)
-    RESULTS.write_text(text_)
+    record_section(SECTION, lines)
 
 
 def main() -> None:

@@ -27,11 +27,10 @@ import tensorstore as ts
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench._results import record_section
 from tests.servers import RangeHTTPServer
 from wkjupyter import explore
 from wkjupyter.geometry import BoundingBox
-
-RESULTS = Path(__file__).with_name("RESULTS.md")
 
 
 def make_image(n: int) -> np.ndarray:
@@ -220,14 +219,7 @@ def record(rows: list[dict[str, Any]], ex: dict[str, Any], args: argparse.Namesp
         "in shards reads faster than tensorstore. The uint64 rows use 256³ (128 MiB).",
         "",
     ]
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n"
-    start = text.find("## Read (`bench/read.py`)")
-    if start >= 0:
-        end = text.find("\n## ", start + 1)
-        text = text[:start] + "\n".join(lines) + (text[end + 1 :] if end >= 0 else "")
-    else:
-        text = text.rstrip() + "\n\n" + "\n".join(lines)
-    RESULTS.write_text(text)
+    record_section("## Read (`bench/read.py`)", lines)
 
 
 def main() -> None:

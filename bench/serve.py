@@ -53,7 +53,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
+from bench._results import record_section
+
 SECTION = "## Serve (`bench/serve.py`)"
 CHUNK = 64
 TARGETS = {"static": 0.5, "xpublish-zarr": 3.0}  # wkjupyter req/s ÷ theirs, pass-through
@@ -524,7 +525,7 @@ def versions(static: str) -> str:
     loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
     http = "httptools" if importlib.util.find_spec("httptools") else "h11"
     commit = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True,
-                            text=True, cwd=RESULTS.parent).stdout.strip()  # fmt: skip
+                            text=True, cwd=Path(__file__).parent).stdout.strip()  # fmt: skip
     parts = [f"wkjupyter {version('wkjupyter')} ({commit})", f"nginx {nginx}" if nginx else "",
              f"aiohttp {version('aiohttp')}", f"xpublish {version('xpublish')}",
              f"xpublish-zarr {version('xpublish-zarr')}",
@@ -588,14 +589,7 @@ def record(rows: list[dict[str, Any]], cmp: list[dict[str, Any]], args: argparse
         *notes(rows, static),
         "",
     ]
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n"
-    start = text.find("## Serve")
-    if start >= 0:
-        end = text.find("\n## ", start + 1)
-        text = text[:start] + "\n".join(lines) + (text[end + 1 :] if end >= 0 else "")
-    else:
-        text = text.rstrip() + "\n\n" + "\n".join(lines)
-    RESULTS.write_text(text)
+    record_section("## Serve", lines)
 
 
 def main() -> None:

@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pytest
+import zarr
 
 from tests.server.live import LiveServer
 from wkjupyter.demo import write_demo
@@ -62,3 +64,21 @@ def served(
     with LiveServer(url, data_dir, owner=OWNER, local_roots=[data_dir]) as server:
         yield Served(server, hub, paths, data_dir)
     hub.catalog.dispose()
+
+
+def write_sparse_ome_zarr(path: Path) -> Path:
+    """A one-scale OME-Zarr 0.4 image (8, 32, 32) in 2x2x2 chunks; only chunk (0, 0, 0) is
+    stored (zarr-python skips chunks that equal the fill value)."""
+    group = zarr.open_group(str(path), mode="w", zarr_format=2)
+    data = np.zeros((8, 32, 32), "uint8")
+    data[:4, :16, :16] = 7
+    group.create_array(
+        "0", data=data, chunks=(4, 16, 16), chunk_key_encoding={"name": "v2", "separator": "/"}
+    )
+    axes = [{"name": a, "type": "space", "unit": "nanometer"} for a in "zyx"]
+    scale = [{"type": "scale", "scale": [1.0, 1.0, 1.0]}]
+    group.attrs["multiscales"] = [
+        {"version": "0.4", "name": "img", "axes": axes,
+         "datasets": [{"path": "0", "coordinateTransformations": scale}]},
+    ]  # fmt: skip
+    return path

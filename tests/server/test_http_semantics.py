@@ -11,11 +11,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import numpy as np
 import pytest
-import zarr
 
-from tests.server.conftest import DATASETS
+from tests.server.conftest import DATASETS, write_sparse_ome_zarr
 from tests.server.live import LiveServer
 from wkjupyter.hub import Hub
 
@@ -61,24 +59,6 @@ def assert_cors(answer: Answer) -> None:
         h.strip().lower() for h in answer.headers["Access-Control-Expose-Headers"].split(",")
     }
     assert {h.lower() for h in EXPOSED} <= exposed
-
-
-def write_sparse_ome_zarr(path: Path) -> Path:
-    """A one-scale OME-Zarr 0.4 image (8, 32, 32) in 2x2x2 chunks; only chunk (0, 0, 0) is
-    stored (zarr-python skips chunks that equal the fill value)."""
-    group = zarr.open_group(str(path), mode="w", zarr_format=2)
-    data = np.zeros((8, 32, 32), "uint8")
-    data[:4, :16, :16] = 7
-    group.create_array(
-        "0", data=data, chunks=(4, 16, 16), chunk_key_encoding={"name": "v2", "separator": "/"}
-    )
-    axes = [{"name": a, "type": "space", "unit": "nanometer"} for a in "zyx"]
-    scale = [{"type": "scale", "scale": [1.0, 1.0, 1.0]}]
-    group.attrs["multiscales"] = [
-        {"version": "0.4", "name": "img", "axes": axes,
-         "datasets": [{"path": "0", "coordinateTransformations": scale}]},
-    ]  # fmt: skip
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -22,13 +22,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, quote_plus, urlsplit
 
-import numpy as np
 import pytest
-import zarr
 from sqlalchemy import func, update
 from sqlalchemy import select as sql_select
 
-from tests.server.conftest import PRIVATE
+from tests.server.conftest import PRIVATE, write_sparse_ome_zarr
 from tests.server.live import LiveServer
 from wkjupyter import HttpCredential, S3Credential
 from wkjupyter.catalog.models import LinkRecord
@@ -85,23 +83,6 @@ def raw_request(base: str, target: bytes) -> Answer | None:
         except (http.client.RemoteDisconnected, ConnectionResetError):
             return None
         return Answer(response.status, response.headers, response.read())
-
-
-def write_sparse_ome_zarr(path: Path) -> Path:
-    """A one-scale OME-Zarr 0.4 image (8, 32, 32) in 2x2x2 chunks, only chunk (0, 0, 0) stored."""
-    group = zarr.open_group(str(path), mode="w", zarr_format=2)
-    data = np.zeros((8, 32, 32), "uint8")
-    data[:4, :16, :16] = 7
-    group.create_array(
-        "0", data=data, chunks=(4, 16, 16), chunk_key_encoding={"name": "v2", "separator": "/"}
-    )
-    axes = [{"name": a, "type": "space", "unit": "nanometer"} for a in "zyx"]
-    scale = [{"type": "scale", "scale": [1.0, 1.0, 1.0]}]
-    group.attrs["multiscales"] = [
-        {"version": "0.4", "name": "img", "axes": axes,
-         "datasets": [{"path": "0", "coordinateTransformations": scale}]},
-    ]  # fmt: skip
-    return path
 
 
 #: Every key of the served sparse image below a tree's dataset root (absent chunks included).
