@@ -8,18 +8,23 @@ HTTP helper that follows no redirects.
 
 from __future__ import annotations
 
+import http.client
+import json
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from wkjupyter.catalog.core import Catalog
 from wkjupyter.server.data import ServeOptions
 from wkjupyter.server.standalone import BackgroundServer
 
 if TYPE_CHECKING:
+    from email.message import Message
     from pathlib import Path
 
-__all__ = ["LiveServer"]
+__all__ = ["Answer", "LiveServer", "fetch"]
 
 
 class LiveServer(BackgroundServer):
@@ -77,3 +82,34 @@ class LiveServer(BackgroundServer):
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *args: Any, **kwargs: Any) -> None:
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """An HTTP answer as a client sees it."""
+
+    status: int
+    headers: Message
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    def comparable(self) -> tuple[int, bytes, list[tuple[str, str]]]:
+        """Everything a client sees except the Date header."""
+        headers = sorted((k.lower(), v) for k, v in self.headers.items() if k.lower() != "date")
+        return self.status, self.body, headers
+
+
+def fetch(base: LiveServer | str, path: str, method: str = "GET", **headers: str) -> Answer:
+    """One request to ``base + path`` (``base``: a server or its URL ending in ``wkjupyter/``);
+    no redirects followed; ``_`` in header names is ``-``."""
+    url = urlsplit(base.url if isinstance(base, LiveServer) else base)
+    conn = http.client.HTTPConnection(url.hostname or "", url.port, timeout=30)
+    try:
+        sent = {name.replace("_", "-"): value for name, value in headers.items()}
+        conn.request(method, url.path + path, headers=sent)
+        response = conn.getresponse()
+        return Answer(response.status, response.headers, response.read())
+    finally:
+        conn.close()

@@ -4,22 +4,17 @@ byte ranges, strong ETags, directory redirects and listings, and 404 only for ab
 
 from __future__ import annotations
 
-import http.client
-import json
 import math
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.server.conftest import DATASETS, write_sparse_ome_zarr
-from tests.server.live import LiveServer
+from tests.server.live import Answer, LiveServer, fetch
 from wkjupyter.hub import Hub
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from email.message import Message
     from pathlib import Path
 
     from tests.server.conftest import Served
@@ -28,29 +23,6 @@ if TYPE_CHECKING:
 CHUNK = "zarr/ome-zarr/cells/1/0/0/0/0"
 DOC = "zarr/ome-zarr/.zattrs"
 EXPOSED = ("ETag", "Content-Length", "Content-Range")
-
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    status: int
-    headers: Message
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-def fetch(server: LiveServer, path: str, method: str = "GET", **headers: str) -> Answer:
-    """One request to ``server.url + path`` (no redirects followed); ``_`` in names is ``-``."""
-    url = urlsplit(server.url)
-    conn = http.client.HTTPConnection(url.hostname or "", url.port, timeout=30)
-    try:
-        sent = {name.replace("_", "-"): value for name, value in headers.items()}
-        conn.request(method, url.path + path, headers=sent)
-        response = conn.getresponse()
-        return Answer(response.status, response.headers, response.read())
-    finally:
-        conn.close()
 
 
 def assert_cors(answer: Answer) -> None:

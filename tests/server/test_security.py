@@ -27,14 +27,13 @@ from sqlalchemy import func, update
 from sqlalchemy import select as sql_select
 
 from tests.server.conftest import PRIVATE, write_sparse_ome_zarr
-from tests.server.live import LiveServer
+from tests.server.live import Answer, LiveServer, fetch
 from wkjupyter import HttpCredential, S3Credential
 from wkjupyter.catalog.models import LinkRecord
 from wkjupyter.hub import Hub
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from email.message import Message
     from pathlib import Path
 
     from tests.server.conftest import Served
@@ -42,34 +41,6 @@ if TYPE_CHECKING:
     from wkjupyter.hub import Dataset
 
 NOT_FOUND_ERROR = "not found"
-
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    status: int
-    headers: Message
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-    def comparable(self) -> tuple[int, bytes, list[tuple[str, str]]]:
-        """Everything a client sees except the Date header."""
-        headers = sorted((k.lower(), v) for k, v in self.headers.items() if k.lower() != "date")
-        return self.status, self.body, headers
-
-
-def fetch(base: str, path: str, method: str = "GET", **headers: str) -> Answer:
-    """One request to ``base + path`` (``base`` ends in ``wkjupyter/``); ``_`` in names is ``-``."""
-    url = urlsplit(base)
-    conn = http.client.HTTPConnection(url.hostname or "", url.port, timeout=30)
-    try:
-        sent = {name.replace("_", "-"): value for name, value in headers.items()}
-        conn.request(method, url.path + path, headers=sent)
-        response = conn.getresponse()
-        return Answer(response.status, response.headers, response.read())
-    finally:
-        conn.close()
 
 
 def raw_request(base: str, target: bytes) -> Answer | None:
