@@ -9,6 +9,7 @@ default ``/a%40b/`` (an escaped character in the prefix) and ``/``.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 import os
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pytest
 import zarr
+from jupyter_server.auth.identity import IdentityProvider, User
 from jupyter_server.utils import JupyterServerAuthWarning
 
 # tests/conftest.py's ``http_server`` (a static file server factory) shadows pytest-jupyter's
@@ -407,3 +409,55 @@ def test_server_proxy_entry_point() -> None:
     assert (process.absolute_url, process.timeout) == (False, 30)
     assert process.launcher_entry.enabled
     assert process.launcher_entry.title == "wkjupyter server"
+
+
+# -- under JupyterHub ------------------------------------------------------------------------------
+
+
+class HubLikeIdentity(IdentityProvider):
+    """Logins with the server's token are the hub user "alice" (as JupyterHub's provider
+    names each user of a shared singleuser server)."""
+
+    async def get_user(self, handler: Any) -> Any:
+        user = super().get_user(handler)
+        if inspect.isawaitable(user):
+            user = await user
+        return None if user is None else User(username="alice")
+
+
+@pytest.mark.parametrize("jp_base_url", ["/"])
+@pytest.mark.parametrize(
+    "server_app_options", [{"identity_provider_class": HubLikeIdentity}], ids=["hub-identity"]
+)
+@pytest.mark.parametrize("wk_user", [OWNER])
+async def test_users_from_login_act_as_themselves(
+    fetch: Any, prepared: Prepared, jp_serverapp: ServerApp
+) -> None:
+    jp_serverapp.web_app.settings["wkjupyter_api"].users_from_login = True
+    response = await fetch("wkjupyter", "api", "datasets")
+    assert [d["name"] for d in body_of(response)["datasets"]] == ["pub"]  # alice's view
+    assert (await fetch("wkjupyter", "zarr", "priv", ".zgroup")).code == 404
+    assert dict(prepared.hub.users())["alice"] == "editor"  # registered on first use
+    prepared.hub.dataset("priv").allowed_teams = []
+    prepared.hub.add_team("lab")
+    prepared.hub.add_member("lab", "alice", "viewer")
+    prepared.hub.dataset("priv").allowed_teams = ["lab"]
+    assert (await fetch("wkjupyter", "zarr", "priv", ".zgroup")).code == 200
+
+
+async def test_plain_jupyter_logins_are_the_owner(fetch: Any, prepared: Prepared) -> None:
+    # jupyter_server names every token-authenticated request anew; none becomes a user.
+    for _ in range(3):
+        assert (await fetch("wkjupyter", "api", "datasets")).code == 200
+    assert sorted(name for name, _ in prepared.hub.users()) == [OWNER, VIEWER]
+
+
+@pytest.mark.parametrize("jp_base_url", ["/"])
+async def test_links_of_every_dataset(fetch: Any, prepared: Prepared) -> None:
+    for name in ("pub", "priv"):
+        body = json.dumps({"dataset": name, "expires": "1d", "label": name})
+        assert (await fetch("wkjupyter", "api", "links", method="POST", body=body)).code == 201
+    response = await fetch("wkjupyter", "api", "links")
+    links = body_of(response)["links"]
+    assert sorted(link["dataset"] for link in links) == ["priv", "pub"]
+    assert all(link["url"].endswith("/") and "/wkjupyter/links/" in link["url"] for link in links)

@@ -16,7 +16,7 @@ from jupyter_server.auth.decorator import allow_unauthenticated
 from jupyter_server.base.handlers import JupyterHandler
 from jupyter_server.extension.application import ExtensionApp
 from tornado import web
-from traitlets import Enum, Float, Int, List, Unicode
+from traitlets import Bool, Enum, Float, Int, List, Unicode
 
 from wkjupyter.catalog.core import Catalog
 from wkjupyter.catalog.users import default_user_name
@@ -67,8 +67,15 @@ class WkJupyter(ExtensionApp):
     user = Unicode(
         None,
         allow_none=True,
-        help="The catalog user the REST API acts as (default: $JUPYTERHUB_USER's logged-in "
-        "user under JupyterHub, else the OS user who runs the server).",
+        help="The catalog user a Jupyter login acts as, unless users_from_login (default: "
+        "$JUPYTERHUB_USER, else the OS user who runs the server).",
+    ).tag(config=True)
+    users_from_login = Bool(
+        None,
+        allow_none=True,
+        help="Act as the logged-in user's own name (each user of a shared server as "
+        "themself) rather than as `user`. Default: when the server authenticates through "
+        "JupyterHub; a plain Jupyter server's logins are anonymous names of its owner.",
     ).tag(config=True)
     chunk_codec = Enum(
         list(CHUNK_CODECS),
@@ -105,9 +112,14 @@ class WkJupyter(ExtensionApp):
         roots = cast("list[str] | None", self.allowed_local_roots)
         if roots is None:
             roots = [self.serverapp.root_dir] if self.serverapp is not None else []
+        by_login = self.users_from_login
+        if by_login is None:
+            provider = getattr(self.serverapp, "identity_provider", None)
+            by_login = type(provider).__module__.startswith("jupyterhub")
         api = ApiState(
             data=self._data,
             owner=self.user or default_user_name(),
+            users_from_login=bool(by_login),
             public_url=_slash(self.public_url),
             local_roots=[Path(r).expanduser() for r in roots],
         )
@@ -167,9 +179,9 @@ class _JupyterUser:
 
 def _catalog_user(handler: JupyterHandler) -> str:
     # Under JupyterHub the identity is the hub user (maybe someone the owner shared the
-    # server with); a plain Jupyter server's login is its owner's.
+    # server with); a plain Jupyter server's logins (random anonymous names) are its owner.
     state: ApiState = handler.settings["wkjupyter_api"]
-    if os.environ.get("JUPYTERHUB_USER") and handler.current_user is not None:
+    if state.users_from_login and handler.current_user is not None:
         return str(handler.current_user.username)
     return state.owner
 

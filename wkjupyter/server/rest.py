@@ -77,12 +77,15 @@ class ApiState:
     local_roots
         Directories under which ``file://`` and plain-path imports are allowed; empty:
         none are.
+    users_from_login
+        Requests act as their logged-in user's name (JupyterHub) instead of ``owner``.
     """
 
     data: DataService
     owner: str
     public_url: str | None = None
     local_roots: list[Path] = field(default_factory=list)
+    users_from_login: bool = False
 
     @property
     def box(self) -> SecretBox:
