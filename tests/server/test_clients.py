@@ -199,6 +199,26 @@ def test_zarr_python_reads_every_array(
                 np.testing.assert_array_equal(array[...], expected)
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning:webknossos")
+@pytest.mark.parametrize(("tree", "fmt"), TREES)
+@pytest.mark.parametrize("dataset", DEMO)
+def test_webknossos_opens_the_served_datasource(
+    clients: Clients, dataset: str, tree: Tree, fmt: Format
+) -> None:
+    """The webknossos library reads the served datasource-properties.json and its arrays."""
+    import webknossos as wk
+    from upath import UPath
+
+    served = wk.Dataset.open(UPath(clients.url(tree, dataset)))
+    mags = clients.mags(dataset)
+    assert sorted(served.layers) == sorted(mags)
+    for name, layer in served.layers.items():
+        assert layer.data_format.value == ("zarr" if fmt == 2 else "zarr3")
+        assert sorted(str(m.x) for m in layer.mags) == sorted(mags[name])
+        for mag, view in layer.mags.items():
+            np.testing.assert_array_equal(view.read(), clients.expected(dataset, name, str(mag.x)))
+
+
 @pytest.mark.filterwarnings("ignore:Object at datasource-properties.json")
 @pytest.mark.parametrize("slash", ["", "/"])
 @pytest.mark.parametrize(("tree", "fmt"), TREES)
