@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import sqlite3
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -261,10 +262,31 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     # WAL: readers never block the writer. NORMAL sync is safe in WAL (a power cut may lose
     # the last commits, never corrupt the file) and makes commits several times faster.
-    cursor.execute("PRAGMA journal_mode=WAL")
+    if str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+        _switch_to_wal(cursor)
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _switch_to_wal(cursor: Any) -> None:
+    """Put a new database file in WAL mode (persistent: done once per file).
+
+    The switch needs the file to itself, and SQLite reports "database is locked" at once,
+    without waiting for its busy timeout, when another connection switches at the same time
+    (several processes opening a fresh catalog): try again for a while.
+    """
+    deadline = time.monotonic() + _SQLITE_TIMEOUT
+    pause = 0.005
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or time.monotonic() > deadline:
+                raise
+        time.sleep(random.uniform(0, pause))
+        pause = min(pause * 2, 0.2)
 
 
 # --- text search -------------------------------------------------------------------------
