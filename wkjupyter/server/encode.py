@@ -19,6 +19,7 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.buffer.cpu import NDBuffer
 from zarr.core.metadata.v2 import ArrayV2Metadata
 from zarr.core.metadata.v3 import ArrayV3Metadata
+from zarr.core.sync import sync as zarr_sync
 
 from wkjupyter.sources._base import run_cpu
 
@@ -75,9 +76,17 @@ class ChunkEncoder:
         )
 
     async def encode(self, data: np.ndarray[Any, Any]) -> bytes:
-        """The stored bytes of a chunk holding ``data`` (clipped chunks are padded)."""
-        full = await run_cpu(pad_chunk, data, self.array.chunk_shape, self.array.fill_value)
-        out = await self._pipeline.encode([(NDBuffer.from_numpy_array(full), self._spec)])
+        """The stored bytes of a chunk holding ``data`` (clipped chunks are padded).
+
+        All of it runs off the caller's event loop: padding, transposing and byte-swapping
+        copy whole chunks, so they run in the decode pool too.
+        """
+        return await run_cpu(self._encode_blocking, data)
+
+    def _encode_blocking(self, data: np.ndarray[Any, Any]) -> bytes:
+        full = pad_chunk(data, self.array.chunk_shape, self.array.fill_value)
+        # zarr's pipeline is async: run it on zarr's own I/O loop and wait in this thread.
+        out = zarr_sync(self._pipeline.encode([(NDBuffer.from_numpy_array(full), self._spec)]))
         buffer = next(iter(out))
         if buffer is None:  # pragma: no cover - zarr drops nothing it is asked to encode
             msg = "zarr's codec pipeline returned no bytes for a chunk"
