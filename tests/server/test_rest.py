@@ -12,11 +12,13 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import numpy as np
 import pytest
@@ -211,13 +213,26 @@ def test_import_local_is_readable_once_public(rest: Rest) -> None:
     np.testing.assert_array_equal(served[0], stored[...].reshape(served.shape[1:]))
 
 
-@pytest.mark.parametrize("form", ["path", "file-url", "dot-dot"])
+def _state(source: str) -> str:
+    layers = [{"name": "x", "type": "image", "source": source}]
+    return "https://neuroglancer-demo.appspot.com/#!" + quote(json.dumps({"layers": layers}))
+
+
+@pytest.mark.parametrize(
+    "form",
+    ["path", "file-url", "dot-dot", "relative", "ng-prefix", "ng-pipeline", "ng-state"],
+)
 def test_import_outside_allowed_roots_is_refused(rest: Rest, form: str) -> None:
     target = rest.outside / "data.zarr"
     url = {
         "path": str(target),
         "file-url": target.as_uri(),
         "dot-dot": "/".join([str(rest.demo), *[".."] * len(rest.demo.parts)]) + str(target),
+        # explore reads a relative path from the server's working directory
+        "relative": os.path.relpath(target),
+        "ng-prefix": "zarr://" + target.as_uri(),
+        "ng-pipeline": target.as_uri() + "|zarr2:",
+        "ng-state": _state("zarr://" + target.as_uri()),
     }[form]
     for route in ("api/datasets", "api/explore"):
         status, doc = rest.call("POST", route, {"urls": [url]})

@@ -44,6 +44,11 @@ from wkjupyter.errors import (
 )
 from wkjupyter.server.data import JSON_TYPE
 from wkjupyter.sources.explore import ExploreReport, explore_async
+from wkjupyter.sources.neuroglancer import (
+    is_neuroglancer_url,
+    parse_neuroglancer_url,
+    split_source,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -186,7 +191,7 @@ class ApiRoutes(web.RequestHandler):
 
     def check_local(self, urls: Iterable[str]) -> None:
         """Refuse local paths outside the allowed roots before anything reads them."""
-        for url in urls:
+        for url in (u for given in urls for u in _storage_urls(given)):
             path = _local_path(url)
             if path is None:
                 continue
@@ -355,8 +360,9 @@ class ExploreApi(ApiRoutes):
     async def post(self) -> None:
         doc = self.body()
         urls = _urls(doc)
+        credential = _credential(doc)
         self.check_local(urls)
-        report = await explore_async(urls, _credential(doc))
+        report = await explore_async(urls, credential)
         datasource = report.datasource
         self.reply(
             {
@@ -573,19 +579,36 @@ def _layers(datasource_json: str) -> list[dict[str, Any]]:
 
 
 def _source_urls(datasource: DataSource) -> list[str]:
+    """Every storage URL the data source reads (mag paths joined to their base URL)."""
     urls = []
     for layer in datasource.layers.values():
         if layer.base_url:
             urls.append(layer.base_url)
-        urls += [level.path for level in layer.mags.values()]
+        for level in layer.mags.values():
+            absolute = urlsplit(level.path).scheme or level.path.startswith("/")
+            if absolute or not layer.base_url:
+                urls.append(level.path)
     return urls
 
 
+def _storage_urls(url: str) -> list[str]:
+    """The storage URLs an explore input reads: a Neuroglancer state's sources, a
+    ``zarr://file:///…`` or ``…|zarr:`` source's storage URL, else the URL itself."""
+    try:
+        if is_neuroglancer_url(url):
+            layers, _ = parse_neuroglancer_url(url)
+            return [source.url for layer in layers for source in layer.sources]
+        return [split_source(url).url]
+    except ValueError:  # malformed: explore reports it; nothing local is read for it
+        return [url]
+
+
 def _local_path(url: str) -> Path | None:
-    """The local path a URL reads, or None for remote URLs and relative mag paths."""
+    """The local path a storage URL reads (relative paths against the server's working
+    directory, as explore reads them), or None for remote URLs."""
     parts = urlsplit(url)
     if parts.scheme == "file":
         return Path(parts.path)
-    if parts.scheme == "" and os.path.isabs(url):
-        return Path(url)
+    if parts.scheme == "" or (len(parts.scheme) == 1 and os.name == "nt"):
+        return Path(url).absolute()
     return None
