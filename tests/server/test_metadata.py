@@ -20,6 +20,7 @@ from zarr.core.metadata import ArrayV3Metadata
 
 from wkjupyter.datasource import AdditionalAxis, ChannelInfo, DataSource
 from wkjupyter.geometry import BoundingBox, Mag, Vec3, VoxelSize
+from wkjupyter.server._keys import Tree
 from wkjupyter.server.metadata import (
     array_documents,
     array_entries,
@@ -38,7 +39,6 @@ from wkjupyter.server.view import (
     ServedArray,
     ServedDataset,
     ServedLayer,
-    Tree,
     TreeEncoding,
     transcode_encoding,
     v2_encoding,
@@ -145,7 +145,7 @@ def write_tree(root: Path, ds: ServedDataset, tree: Tree) -> None:
     put("", root_documents(ds, tree))
     put("", {"datasource-properties.json": datasource_properties(ds, tree)})
     for name, layer in ds.layers.items():
-        put(name, layer_documents(layer, tree, image_layer=image_layer_for(ds)))
+        put(name, layer_documents(layer, tree, image_layer=image_layer_for(ds.layers)))
         for array in layer.arrays.values():
             put(f"{name}/{array.path}", array_documents(layer, array, tree))
 

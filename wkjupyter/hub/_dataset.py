@@ -7,6 +7,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from wkjupyter.catalog import access
+from wkjupyter.catalog import credentials as cred_service
 from wkjupyter.catalog import datasets as ds_service
 from wkjupyter.catalog import links as link_service
 from wkjupyter.datasource import DataSource, Layer, MagLevel
@@ -169,7 +170,7 @@ class Dataset:
         def body(session: Session, actor: User) -> None:
             record = ds_service.get_dataset(session, actor, self.name)
             current = DataSource.from_json(record.datasource)
-            cred_id = self._hub._store_credential(session, actor, credential)
+            cred_id = cred_service.store_or_reuse(session, self._hub._box, actor, credential)
             if cred_id:
                 for layer in new.layers.values():
                     layer.mags = {
@@ -213,7 +214,7 @@ class Dataset:
         tree = zarr_tree(zarr_format)
         if layer is not None:
             check_layers([layer], names, f"dataset {record.slug!r}")
-        url = f"{self._hub._require_public_url()}wkjupyter/{tree}/{url_segment(record.slug)}/"
+        url = self._root_url(record.slug, tree)
         return url if layer is None else f"{url}{url_segment(layer)}/"
 
     def neuroglancer_url(
@@ -242,8 +243,11 @@ class Dataset:
         datasource = DataSource.from_json(record.datasource)
         names = layers if layers is not None else list(datasource.layers)
         check_layers(names, list(datasource.layers), f"dataset {record.slug!r}")
-        tree = f"{self._hub._require_public_url()}wkjupyter/zarr/{url_segment(record.slug)}/"
-        return neuroglancer_state_url(host, datasource, names, tree)
+        return neuroglancer_state_url(host, datasource, names, self._root_url(record.slug, "zarr"))
+
+    def _root_url(self, slug: str, tree: str) -> str:
+        """The dataset's root in one tree of the server (``ServerNotFoundError`` if unknown)."""
+        return f"{self._hub._require_public_url()}wkjupyter/{tree}/{url_segment(slug)}/"
 
     # -- links -------------------------------------------------------------------------------
 

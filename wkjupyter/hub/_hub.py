@@ -150,7 +150,7 @@ class Hub:
         datasource = self._datasource_of(report_or_url, credential)
 
         def add(session: Session, actor: User) -> DatasetRecord:
-            cred_id = self._store_credential(session, actor, credential)
+            cred_id = cred_service.store_or_reuse(session, self._box, actor, credential)
             return ds_service.add_dataset(
                 session,
                 actor,
@@ -173,17 +173,7 @@ class Hub:
             if isinstance(report_or_url, ExploreReport)
             else explore(report_or_url, credential)
         )
-        if report.datasource is None:
-            failures = "; ".join(s.message for s in report.errors) or "no format matched"
-            msg = f"nothing to import: exploring found no dataset ({failures})"
-            raise ValueError(msg)
-        return report.datasource
-
-    def _store_credential(
-        self, session: Session, actor: User, credential: Credential | None
-    ) -> str | None:
-        """The id of the stored ``credential`` (stored now unless an equal one exists)."""
-        return cred_service.store_or_reuse(session, self._box, actor, credential)
+        return report.require_datasource()
 
     # -- finding ------------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import json
 import logging
 import sqlite3
@@ -47,9 +48,9 @@ from wkjupyter.server.view import (
     ServedArray,
     ServedDataset,
     ServedLayer,
-    Tree,
     served_array,
 )
+from wkjupyter.sources._base import RawChunk
 from wkjupyter.sources._fs import close_filesystems
 
 if TYPE_CHECKING:
@@ -61,7 +62,7 @@ if TYPE_CHECKING:
     from wkjupyter.catalog.access import Grant
     from wkjupyter.catalog.core import Catalog
     from wkjupyter.datasource import DataSource, Layer
-    from wkjupyter.server._keys import DataPath
+    from wkjupyter.server._keys import DataPath, Tree
     from wkjupyter.sources._base import MagArray
 
 __all__ = ["DataService", "Reply", "ServeOptions"]
@@ -187,11 +188,6 @@ class DatasetView:
         if encoder is None:
             encoder = self._encoders[key] = ChunkEncoder(array, tree)
         return encoder
-
-    def passes_missing_as_none(self, layer: str) -> bool:
-        """Whether a reader's ``raw_chunk`` None always means "not stored" (Zarr sources):
-        then a chunk that did not pass through is not fetched a second time to decode."""
-        return self.datasource.layers[layer].data_format in {"zarr", "zarr3"}
 
 
 @dataclass
@@ -333,19 +329,16 @@ class DataService:
         if path.token is not None or user is None:
             key = ("token", path.token) if path.token is not None else ("public", name)
             cache = self._grants
-            if cache is not None:
-                hit, cached = cache.get(key)
-                if hit:
-                    grant = cached
-                    return grant if grant is None or grant.annotation_id is None else None
-                version = cache.version
-            token = path.token
-            if token is not None:
-                grant = await self.read_catalog(lambda c: access.token_grant(c, token))
-            else:
-                grant = await self.read_catalog(lambda c: access.public_grant(c, name))
-            if cache is not None:
-                cache.put(key, grant, version)
+            hit, grant = cache.get(key) if cache is not None else (False, None)
+            if not hit:
+                version = cache.version if cache is not None else 0
+                token = path.token
+                if token is not None:
+                    grant = await self.read_catalog(lambda c: access.token_grant(c, token))
+                else:
+                    grant = await self.read_catalog(lambda c: access.public_grant(c, name))
+                if cache is not None:
+                    cache.put(key, grant, version)
         else:
             actor_name = user
 
@@ -412,7 +405,7 @@ class DataService:
         if path.layer is None:
             served = await view.dataset(grant.slug, grant.layers)
             if path.listing:
-                return _listing(metadata.root_entries(served, tree), grant.slug)
+                return listing_reply(metadata.root_entries(served, tree), grant.slug)
             assert path.leaf is not None
             if path.leaf == "datasource-properties.json":
                 return _json(metadata.datasource_properties(served, tree))
@@ -424,17 +417,22 @@ class DataService:
             return None
         if path.mag is None:
             if path.listing:
-                return _listing(metadata.layer_entries(layer, tree), path.layer)
+                return listing_reply(metadata.layer_entries(layer, tree), path.layer)
             assert path.leaf is not None
             if path.leaf == "datasource-properties.json":
                 return None  # only at the dataset root
-            image = _image_layer(view, grant.layers) if layer.category == "segmentation" else None
+            image = None
+            if layer.category == "segmentation":
+                granted = view.datasource.layers
+                if grant.layers is not None:
+                    granted = {n: lay for n, lay in granted.items() if n in grant.layers}
+                image = metadata.image_layer_for(granted)
             return _document(metadata.layer_documents(layer, tree, image_layer=image), path.leaf)
         array = layer.arrays.get(path.mag)
         if array is None:
             return None
         if path.listing:
-            return _listing(metadata.array_entries(tree), path.mag)
+            return listing_reply(metadata.array_entries(tree), path.mag)
         if path.leaf is not None:
             return _document(metadata.array_documents(layer, array, tree), path.leaf)
         assert path.chunk is not None
@@ -459,26 +457,25 @@ class DataService:
         if not chunk_in_grid(index, array.grid_shape):
             return None
         reader = view.reader(layer, array.path)
-        encoding = array.encodings[tree]
-        if encoding.passthrough:
-            raw = await reader.raw_chunk(index)
-            if raw is not None:
-                return raw.data
-            if view.passes_missing_as_none(layer):
-                return None
-        # Both trees transcode to the same bytes; a pass-through array's fallback chunks
-        # are encoded with the tree's own chain.
-        # Keyed by the view too: a view rebuilt after view_ttl re-reads a source that may
-        # have changed (a local Zarr being written), so it must not reuse older chunks.
-        key = (grant.dataset_id, grant.version, view.created, layer, array.path, index,
-               tree if encoding.passthrough else "transcoded")  # fmt: skip
+        encoder = view.encoder(layer, array, tree)
+        if array.encodings[tree].passthrough:
+            # One fetch: the stored bytes, or (an N5 edge block ...) the decoded chunk,
+            # encoded with the array's own chain.
+            got = await reader.raw_or_decoded(index)
+            if got is None or isinstance(got, RawChunk):
+                return None if got is None else got.data
+            return await encoder.encode(got)
+        # Both trees transcode to the same bytes. Keyed by the view too: a view rebuilt
+        # after view_ttl re-reads a source that may have changed (a local Zarr being
+        # written), so it must not reuse older chunks.
+        key = (grant.dataset_id, grant.version, view.created, layer, array.path, index)
         cached = self._chunks.get(key)
         if cached is not None:
             return cached
         data = await reader.read_chunk(index)
         if data is None:
             return None
-        encoded = await view.encoder(layer, array, tree).encode(data)
+        encoded = await encoder.encode(data)
         self._chunks.put(key, encoded)
         return encoded
 
@@ -502,8 +499,6 @@ class DataService:
         uses, self._uses = self._uses, {}
 
         def write(session: Session) -> None:
-            import datetime as dt
-
             for link_id, (count, when) in uses.items():
                 stamp = dt.datetime.fromtimestamp(when, dt.UTC)
                 link_service.record_use(session, link_id, stamp, count=count)
@@ -526,13 +521,6 @@ class DataService:
         self._db.shutdown(wait=False)
 
 
-def _image_layer(view: DatasetView, layers: tuple[str, ...] | None) -> str | None:
-    for name, layer in view.datasource.layers.items():
-        if layer.category == "color" and (layers is None or name in layers):
-            return name
-    return None
-
-
 def _json(doc: Any) -> Reply:
     return Reply(json.dumps(doc, indent=2, allow_nan=False).encode(), JSON_TYPE)
 
@@ -542,6 +530,7 @@ def _document(docs: dict[str, Any], leaf: str) -> Reply | None:
     return None if doc is None else _json(doc)
 
 
-def _listing(entries: list[str], title: str) -> Reply:
+def listing_reply(entries: list[str], title: str) -> Reply:
+    """A directory listing: HTML (the body) and its entries (for JSON)."""
     html, _ = metadata.listing(entries, title=title)
     return Reply(html.encode(), HTML_TYPE, tuple(entries))

@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     from zarr.abc.codec import CodecPipeline
     from zarr.core.array_spec import ArraySpec
 
-    from wkjupyter.server.view import ServedArray, Tree
+    from wkjupyter.server._keys import Tree
+    from wkjupyter.server.view import ServedArray
 
 __all__ = ["ChunkEncoder", "pad_chunk"]
 

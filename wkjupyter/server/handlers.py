@@ -37,7 +37,7 @@ from wkjupyter.server._http import (
     parse_range,
 )
 from wkjupyter.server._keys import AbsentKeyError, parse_data_path
-from wkjupyter.server.data import JSON_TYPE, ChunkKeyError
+from wkjupyter.server.data import JSON_TYPE, ChunkKeyError, listing_reply
 
 if TYPE_CHECKING:
     from wkjupyter.catalog.access import Grant
@@ -156,6 +156,11 @@ class _Routes(web.RequestHandler):
     def _user(self) -> str | None:
         """The logged-in user's catalog name, or None for anonymous requests."""
         return None
+
+    def _count(self, grant: Grant) -> None:
+        """Count a use of the link that granted this request, if any."""
+        if grant.link_id is not None:
+            self.service.count_use(grant.link_id)
 
     async def _options(self) -> None:
         self.set_status(204)
@@ -284,10 +289,6 @@ class DataRoutes(_Routes):
         self._count(grant)
         return await self.service.reply(parsed, grant)
 
-    def _count(self, grant: Grant) -> None:
-        if grant.link_id is not None:
-            self.service.count_use(grant.link_id)
-
 
 class LinkRootRoutes(_Routes):
     """``links/<token>/``: what a link is, and its two trees."""
@@ -301,23 +302,15 @@ class LinkRootRoutes(_Routes):
         except InvalidKeyError:
             self.send_error(404)
             return
-        if not self.request.path.endswith("/"):
-            self.redirect(f"{token}/", permanent=True)
-            return
-        await self._answer(self._root(parsed), head)
+        directory = None if self.request.path.endswith("/") else token
+        await self._answer(self._root(parsed), head, directory)
 
     async def _root(self, parsed: DataPath) -> Reply | None:
-        from wkjupyter.server.data import HTML_TYPE, Reply
-        from wkjupyter.server.metadata import listing
-
         grant = await self.service.grant(parsed, None)
         if grant is None:
             return None
-        if grant.link_id is not None:
-            self.service.count_use(grant.link_id)
-        entries = ["zarr/", "zarr3/"]
-        html, _ = listing(entries, title=grant.slug)
-        return Reply(html.encode(), HTML_TYPE, tuple(entries))
+        self._count(grant)
+        return listing_reply(["zarr/", "zarr3/"], grant.slug)
 
 
 def _wants_json(request: Any) -> bool:

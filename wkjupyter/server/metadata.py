@@ -31,7 +31,10 @@ from wkjupyter.errors import UnsupportedFormatError
 from wkjupyter.geometry import Mag, Vec3
 
 if TYPE_CHECKING:
-    from wkjupyter.server.view import ServedArray, ServedDataset, ServedLayer, Tree
+    from collections.abc import Mapping
+
+    from wkjupyter.server._keys import Tree
+    from wkjupyter.server.view import ServedArray, ServedDataset, ServedLayer
 
 __all__ = [
     "array_documents",
@@ -123,10 +126,11 @@ def is_label(layer: ServedLayer) -> bool:
     return layer.category == "segmentation" and layer.dtype.kind in "iu"
 
 
-def image_layer_for(ds: ServedDataset) -> str | None:
-    """The image that ``ds``'s labels name as ``image-label.source``: its first color layer,
-    or None. The server passes it to :func:`layer_documents` for every layer."""
-    return next((name for name, layer in ds.layers.items() if layer.category == "color"), None)
+def image_layer_for(layers: Mapping[str, Any]) -> str | None:
+    """The image that labels name as ``image-label.source``: the first color layer of
+    ``layers`` (served or source layers: anything with a ``category``), or None. The server
+    passes it to :func:`layer_documents` for every layer."""
+    return next((name for name, layer in layers.items() if layer.category == "color"), None)
 
 
 # -- NGFF ----------------------------------------------------------------------------------------
@@ -340,7 +344,7 @@ def root_documents(ds: ServedDataset, tree: Tree) -> dict[str, JSON]:
     """The metadata files of the dataset root by name: ``.zgroup``, ``.zattrs`` and
     ``.zmetadata`` (the whole tree) for ``"zarr"``, ``zarr.json`` (the whole tree consolidated
     inline) for ``"zarr3"``. Labels point at :func:`image_layer_for`."""
-    image_layer = image_layer_for(ds)
+    image_layer = image_layer_for(ds.layers)
     attrs = _root_attributes(ds)
     if tree == "zarr":
         docs: dict[str, JSON] = {".zgroup": zgroup(), ".zattrs": attrs}

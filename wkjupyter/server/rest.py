@@ -36,10 +36,15 @@ from wkjupyter.catalog import credentials as cred_service
 from wkjupyter.catalog import datasets as ds_service
 from wkjupyter.catalog import links as link_service
 from wkjupyter.catalog import users as user_service
+from wkjupyter.catalog.models import Annotation, DatasetRecord
+from wkjupyter.datasource import DataSource
 from wkjupyter.errors import (
     CatalogUnavailableError,
     ConflictError,
     PermissionDeniedError,
+    RemoteAccessError,
+    RemoteNotFoundError,
+    RemoteUnavailableError,
     WkJupyterError,
 )
 from wkjupyter.server.data import JSON_TYPE
@@ -56,8 +61,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from wkjupyter.catalog.crypto import SecretBox
-    from wkjupyter.catalog.models import DatasetRecord, LinkRecord, User
-    from wkjupyter.datasource import DataSource
+    from wkjupyter.catalog.models import LinkRecord, User
     from wkjupyter.server.data import DataService
     from wkjupyter.sources._fs import Credential
 
@@ -189,6 +193,14 @@ class ApiRoutes(web.RequestHandler):
         name = quote(slug)
         return {"zarr_url": f"{root}/zarr/{name}/", "zarr3_url": f"{root}/zarr3/{name}/"}
 
+    async def explore(self, doc: dict[str, Any]) -> tuple[ExploreReport, Credential | None]:
+        """Explore the request's ``urls`` with its ``credential``, once both are valid and no
+        URL reads a local path outside the allowed roots."""
+        urls = _urls(doc)
+        credential = _credential(doc)
+        self.check_local(urls)
+        return await explore_async(urls, credential), credential
+
     def check_local(self, urls: Iterable[str]) -> None:
         """Refuse local paths outside the allowed roots before anything reads them."""
         for url in (u for given in urls for u in _storage_urls(given)):
@@ -225,8 +237,6 @@ class ApiRoutes(web.RequestHandler):
 
 
 def _status_of(err: BaseException) -> int | None:
-    from wkjupyter import errors as e
-
     if isinstance(err, ApiError):
         return err.status
     if isinstance(err, PermissionDeniedError):
@@ -235,7 +245,7 @@ def _status_of(err: BaseException) -> int | None:
         return 409
     if isinstance(err, CatalogUnavailableError):
         return 503
-    if isinstance(err, e.RemoteAccessError | e.RemoteUnavailableError | e.RemoteNotFoundError):
+    if isinstance(err, RemoteAccessError | RemoteUnavailableError | RemoteNotFoundError):
         return 502
     if isinstance(err, KeyError):  # DatasetNotFoundError, LinkNotFoundError, ...
         return 404
@@ -278,10 +288,7 @@ class DatasetsApi(ApiRoutes):
 
     async def post(self) -> None:
         doc = self.body()
-        urls = _urls(doc)
-        credential = _credential(doc)
-        self.check_local(urls)
-        report = await explore_async(urls, credential)
+        report, credential = await self.explore(doc)
         datasource = _found(report)
         self.check_local(_source_urls(datasource))
         name = _optional_str(doc, "name")
@@ -358,11 +365,7 @@ class ExploreApi(ApiRoutes):
     """``api/explore``: what is at some URLs, without importing."""
 
     async def post(self) -> None:
-        doc = self.body()
-        urls = _urls(doc)
-        credential = _credential(doc)
-        self.check_local(urls)
-        report = await explore_async(urls, credential)
+        report, _ = await self.explore(self.body())
         datasource = report.datasource
         self.reply(
             {
@@ -448,8 +451,6 @@ class LinkApi(ApiRoutes):
 
 
 def _slug_of(session: Session, record: LinkRecord) -> str:
-    from wkjupyter.catalog.models import Annotation, DatasetRecord
-
     dataset_id = record.dataset_id
     if dataset_id is None and record.annotation_id is not None:
         dataset_id = session.get_one(Annotation, record.annotation_id).dataset_id
@@ -538,10 +539,10 @@ def _optional_int(text: str | None, key: str) -> int | None:
 
 
 def _found(report: ExploreReport) -> DataSource:
-    if report.datasource is None:
-        failures = "; ".join(s.message for s in report.errors) or "no format matched"
-        raise ApiError(422, f"nothing to import: exploring found no dataset ({failures})")
-    return report.datasource
+    try:
+        return report.require_datasource()
+    except ValueError as err:
+        raise ApiError(422, str(err)) from err
 
 
 def _steps(report: ExploreReport) -> list[dict[str, str]]:
@@ -560,8 +561,6 @@ def _public_properties(datasource: DataSource) -> dict[str, Any]:
 
 
 def _layers(datasource_json: str) -> list[dict[str, Any]]:
-    from wkjupyter.datasource import DataSource
-
     datasource = DataSource.from_json(datasource_json)
     return [
         {

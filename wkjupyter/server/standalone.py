@@ -141,6 +141,16 @@ def log_request(handler: web.RequestHandler) -> None:
         access_log.log(level, "%d %s %.2fms", status, handler._request_summary(), took)
 
 
+def listen(app: web.Application, host: str, port: int) -> tuple[HTTPServer, str]:
+    """Serve ``app`` on ``host:port`` (0: a free port) on the running loop; returns the
+    server and its base URL (``http://host:port{base_url}``)."""
+    sockets = bind_sockets(port, host)
+    server = HTTPServer(app)
+    server.add_sockets(sockets)
+    shown = f"[{host}]" if ":" in host else host
+    return server, f"http://{shown}:{sockets[0].getsockname()[1]}{app.settings['base_url']}"
+
+
 async def serve(
     catalog: Catalog,
     *,
@@ -161,13 +171,8 @@ async def serve(
         data, owner=owner, token=token, base_url=base_url, public_url=public_url,
         local_roots=local_roots,
     )  # fmt: skip
-    sockets = bind_sockets(port, host)
-    server = HTTPServer(app, xheaders=False)
-    server.add_sockets(sockets)
-    bound = sockets[0].getsockname()[1]
-    shown = f"[{host}]" if ":" in host else host
-    base = app.settings["base_url"]
-    url = public_url or f"http://{shown}:{bound}{base}"
+    server, bound_url = listen(app, host, port)
+    url = public_url or bound_url
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -236,11 +241,8 @@ class BackgroundServer:
             self.data, owner=self.owner, token=self.token, local_roots=self._roots,
             log_function=self._log_function,
         )  # fmt: skip
-        sockets = bind_sockets(self._port, self._host)
-        self._server = HTTPServer(self.app)
-        self._server.add_sockets(sockets)
-        shown = f"[{self._host}]" if ":" in self._host else self._host
-        self.url = f"http://{shown}:{sockets[0].getsockname()[1]}/wkjupyter/"
+        self._server, root = listen(self.app, self._host, self._port)
+        self.url = f"{root}wkjupyter/"
 
     def call(self, coro: Any, timeout: float = 60) -> Any:
         """Run a coroutine on the server's loop and wait for its result."""

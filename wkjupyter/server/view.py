@@ -23,6 +23,7 @@ import numpy as np
 if TYPE_CHECKING:
     from wkjupyter.datasource import AdditionalAxis, Category, ChannelInfo, Layer
     from wkjupyter.geometry import BoundingBox, Mag, VoxelSize
+    from wkjupyter.server._keys import Tree
     from wkjupyter.sources._base import MagArray
 
 __all__ = [
@@ -37,7 +38,6 @@ __all__ = [
     "v2_encoding",
 ]
 
-Tree = Literal["zarr", "zarr3"]
 ChunkCodec = Literal["zstd", "gzip", "blosc", "raw"]
 CHUNK_CODECS: tuple[ChunkCodec, ...] = ("zstd", "gzip", "blosc", "raw")
 

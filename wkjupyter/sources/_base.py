@@ -15,14 +15,14 @@ import threading
 from abc import ABC, abstractmethod
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 import numpy as np
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 
-__all__ = ["MagArray", "RawChunk", "run_cpu", "sync"]
+__all__ = ["MagArray", "RawChunk", "RawOrDecoded", "run_cpu", "sync"]
 
 T = TypeVar("T")
 
@@ -74,6 +74,10 @@ class RawChunk:
     data: bytes
 
 
+#: What :meth:`MagArray.raw_or_decoded` gives for a stored chunk.
+RawOrDecoded: TypeAlias = "RawChunk | np.ndarray[Any, Any]"
+
+
 class MagArray(ABC):
     """One mag of a layer as a chunked array in (*extra, c, z, y, x) order.
 
@@ -108,6 +112,19 @@ class MagArray(ABC):
     def passthrough_codec(self) -> dict[str, Any] | None:
         """The Zarr v3 codec chain describing :meth:`raw_chunk` bytes, if any."""
         return None
+
+    async def raw_or_decoded(self, index: tuple[int, ...]) -> RawOrDecoded | None:
+        """A chunk for serving: its stored bytes when they can be served as they are, else
+        its decoded data (clipped like :meth:`read_chunk`); ``None`` when it is not stored.
+
+        This default may fetch twice (``raw_chunk`` declines, ``read_chunk`` decodes);
+        formats override it to fetch each chunk once.
+        """
+        if self.passthrough_codec is not None:
+            raw = await self.raw_chunk(index)
+            if raw is not None:
+                return raw
+        return await self.read_chunk(index)
 
     @property
     def ndim(self) -> int:

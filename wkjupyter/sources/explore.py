@@ -104,6 +104,14 @@ class ExploreReport:
     def errors(self) -> list[ExploreStep]:
         return [s for s in self.steps if s.outcome == "failed"]
 
+    def require_datasource(self) -> DataSource:
+        """The data source found; ``ValueError`` saying what failed if there is none."""
+        if self.datasource is None:
+            failures = "; ".join(s.message for s in self.errors) or "no format matched"
+            msg = f"nothing to import: exploring found no dataset ({failures})"
+            raise ValueError(msg)
+        return self.datasource
+
     def __str__(self) -> str:
         head = (
             f"found {len(self.datasource.layers)} layer(s)"

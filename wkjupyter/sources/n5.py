@@ -38,7 +38,7 @@ import numpy as np
 
 from wkjupyter.errors import MetadataError, UnsupportedFormatError
 from wkjupyter.sources import _n5_multiscale as conventions
-from wkjupyter.sources._base import MagArray, RawChunk, run_cpu
+from wkjupyter.sources._base import MagArray, RawChunk, RawOrDecoded, run_cpu
 from wkjupyter.sources._n5_codecs import (
     MODE_DEFAULT,
     decode_block,
@@ -177,15 +177,29 @@ class N5Array(MagArray):
             return None
         key = self._key(tuple(index))
         data = None if key is None else await self._store.get(key)
-        if data is None:
-            return None
+        return None if data is None else self._raw_of(data)
+
+    def _raw_of(self, block: bytes) -> RawChunk | None:
+        """The body of a stored block when it is a full-size default-mode block."""
         try:
-            header = parse_block_header(data)
+            header = parse_block_header(block)
         except ValueError:
             return None
         if header.mode != MODE_DEFAULT or header.shape != self._attrs.block_size:
             return None
-        return RawChunk(data[header.nbytes :])
+        return RawChunk(block[header.nbytes :])
+
+    async def raw_or_decoded(self, index: tuple[int, ...]) -> RawOrDecoded | None:
+        """The block fetched once: its body when it passes through, else decoded (truncated
+        edge blocks, varlength blocks)."""
+        key = self._key(tuple(index))
+        data = None if key is None else await self._store.get(key)
+        if data is None or key is None:
+            return None
+        raw = self._raw_of(data) if self.passthrough_codec is not None else None
+        if raw is not None:
+            return raw
+        return await run_cpu(self._decode, data, tuple(index), key)
 
     @property
     def passthrough_codec(self) -> dict[str, Any] | None:
@@ -234,6 +248,12 @@ class _TimeStack(MagArray):
         if not 0 <= index[0] < len(self._arrays):
             return None
         return await self._arrays[index[0]].raw_chunk(tuple(index[1:]))
+
+    async def raw_or_decoded(self, index: tuple[int, ...]) -> RawOrDecoded | None:
+        if not 0 <= index[0] < len(self._arrays):
+            return None
+        got = await self._arrays[index[0]].raw_or_decoded(tuple(index[1:]))
+        return got[None] if isinstance(got, np.ndarray) else got
 
     @property
     def passthrough_codec(self) -> dict[str, Any] | None:

@@ -21,7 +21,7 @@ import numpy as np
 from wkjupyter.datasource import Layer, MagLevel
 from wkjupyter.errors import InvalidKeyError, MetadataError, UnsupportedFormatError
 from wkjupyter.geometry import BoundingBox, Mag, Vec3, VoxelSize
-from wkjupyter.sources._base import MagArray, RawChunk, run_cpu
+from wkjupyter.sources._base import MagArray, RawChunk, RawOrDecoded, run_cpu
 from wkjupyter.sources._precomputed_codecs import (
     check_encoding,
     decode_chunk,
@@ -322,6 +322,14 @@ class PrecomputedArray(MagArray):
         return await run_cpu(
             decode_chunk, fetched[0], s.encoding, shape, self.dtype, s.block_size, fetched[1]
         )
+
+    async def raw_or_decoded(self, index: tuple[int, ...]) -> RawOrDecoded | None:
+        """Stored bytes of full-size chunks of a pass-through scale (``raw_chunk`` declines
+        only chunks that are not stored), else decoded data: one fetch either way."""
+        _, size = self._chunk_box(index)
+        if self.passthrough_codec is None or size != self.scale.chunk_size:
+            return await self.read_chunk(index)
+        return await self.raw_chunk(index)
 
     async def raw_chunk(self, index: tuple[int, ...]) -> RawChunk | None:
         """Stored bytes of an unsharded, full-size ``raw`` chunk, valid for

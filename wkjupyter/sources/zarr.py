@@ -31,7 +31,7 @@ from wkjupyter.errors import (
     WkJupyterError,
 )
 from wkjupyter.geometry import BoundingBox, Mag, Vec3, VoxelSize
-from wkjupyter.sources._base import MagArray, RawChunk, run_cpu
+from wkjupyter.sources._base import MagArray, RawChunk, RawOrDecoded, run_cpu
 from wkjupyter.sources._zarr_codecs import (
     chunk_decoder,
     chunk_spec,
@@ -351,6 +351,13 @@ class ZarrArray(MagArray):
         """``{"codecs": [...]}``: the Zarr v3 codec chain of :meth:`raw_chunk` bytes for a
         canonical array with ``chunk_shape``; None when stored bytes cannot be served."""
         return None if self._raw_codecs is None else {"codecs": self._raw_codecs}
+
+    async def raw_or_decoded(self, index: tuple[int, ...]) -> RawOrDecoded | None:
+        """Stored bytes whenever the array passes through (Zarr chunks are full size, so
+        ``raw_chunk`` declines only chunks that are not stored), else decoded data."""
+        if self._raw_codecs is None:
+            return await self.read_chunk(index)
+        return await self.raw_chunk(index)
 
     async def raw_chunk(self, index: tuple[int, ...]) -> RawChunk | None:
         """The stored bytes of canonical chunk ``index`` (an inner chunk when sharded)."""
