@@ -1,7 +1,7 @@
 """End to end: the *installed* package in real server processes.
 
 A wheel of this checkout is installed into a fresh virtual environment (its dependencies come
-from the test environment through ``--system-site-packages``), so these tests see what
+from the test environment through a ``.pth`` file), so these tests see what
 ``pip install wkjupyter`` gives a user: the package, its console script and the
 ``etc/jupyter/jupyter_server_config.d/wkjupyter.json`` that enables the extension; an editable
 install may lack that file. ``jupyter server`` is started as ``<venv>/bin/python -m
@@ -22,6 +22,7 @@ import os
 import re
 import secrets
 import signal
+import site
 import socket
 import subprocess
 import sys
@@ -76,11 +77,26 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", *isolation]
     _setup_step([*build, "-w", str(wheels), str(REPO)], "build a wheel of the checkout")
     (wheel,) = wheels.glob("wkjupyter-*.whl")
-    _setup_step([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], "make a venv")
+    _setup_step([sys.executable, "-m", "venv", str(venv)], "make a venv")
     env = Installed(venv)
+    _see_test_packages(env)
     install = [str(env.python), "-m", "pip", "install", "--no-deps", "--no-index", "-q", str(wheel)]
     _setup_step(install, "install the wheel")
     return env
+
+
+def _see_test_packages(env: Installed) -> None:
+    """Let ``env`` import the test environment's packages (its dependencies), behind its own.
+
+    ``venv --system-site-packages`` would give it the *base* interpreter's packages, which are
+    not the test environment's when the tests run in a virtual environment (as they do in CI).
+    Plain paths in a ``.pth`` file are appended after the venv's own site-packages, and the
+    ``.pth`` files inside them (the checkout's editable install) are not run, so the wheel's
+    ``wkjupyter`` is the one imported.
+    """
+    (site_packages,) = env.prefix.glob("lib/python*/site-packages")
+    paths = [p for p in site.getsitepackages() if Path(p).is_dir()]
+    (site_packages / "wkjupyter-test-deps.pth").write_text("".join(f"{p}\n" for p in paths))
 
 
 def _setup_step(cmd: list[str], what: str) -> None:
