@@ -132,7 +132,7 @@ def bench_reads(size: int, seg_size: int, repeat: int) -> list[dict[str, Any]]:
             box = BoundingBox.of((0, 0, 0), (n, n, n))
 
             def ours(url: str = url, box: BoundingBox = box) -> np.ndarray:
-                layer = next(iter(explore(url).datasource.layers.values()))  # type: ignore[union-attr]
+                layer = next(iter(explore(url).datasource.layers.values()))
                 return layer.read(box)[0]
 
             def theirs(spec: dict[str, Any] = spec, shape: Any = want.shape) -> np.ndarray:
@@ -184,7 +184,7 @@ def bench_explore(latency: float = 0.05) -> dict[str, Any]:
             took = time.perf_counter() - t0
             requests = len(server.requests)
             trips = server.round_trips()
-    assert report.datasource is not None, report
+    assert report, report
     layers = {name: len(layer.mags) for name, layer in report.datasource.layers.items()}
     print(f"explore over HTTP (+{latency * 1000:.0f} ms/response): {trips} round trips, "
           f"{requests} requests, {took:.2f} s, layers {layers}")  # fmt: skip

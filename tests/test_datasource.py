@@ -134,3 +134,59 @@ def test_uint24_is_three_uint8_channels() -> None:
     props["dataLayers"][0]["elementClass"] = "uint24"
     layer = DataSource.from_properties(props).layers["color"]
     assert (layer.dtype, layer.num_channels) == (np.dtype("uint8"), 3)
+
+
+def _layer(name: str, voxel_size: VoxelSize) -> Layer:
+    return Layer(
+        name=name,
+        category="segmentation",
+        dtype=np.dtype("uint32"),
+        num_channels=1,
+        bbox=BoundingBox.of((5, 4, 3), (8, 36, 30)),
+        voxel_size=voxel_size,
+        mags={Mag(1): MagLevel(Mag(1), "https://h/seg/8_8_40", "neuroglancerPrecomputed")},
+    )
+
+
+def test_a_layers_own_voxel_size_round_trips() -> None:
+    em, seg = _layer("em", VoxelSize(35, 6, 6)), _layer("seg", VoxelSize(40, 8, 8))
+    ds = DataSource("mixed", VoxelSize(35, 6, 6), {"em": em, "seg": seg})
+    again = DataSource.from_json(ds.to_json())
+    assert again.voxel_size == VoxelSize(35, 6, 6)
+    assert again.layers["em"].voxel_size == VoxelSize(35, 6, 6)
+    assert again.layers["seg"].voxel_size == VoxelSize(40, 8, 8)
+    doc = ds.to_properties()
+    wk_seg = doc["dataLayers"][1]
+    assert wk_seg["wkjupyter"]["voxelSize"] == {"factor": [8, 8, 40], "unit": "nanometer"}
+    (transform,) = wk_seg["coordinateTransformations"]
+    assert np.diag(transform["matrix"]).tolist() == [8 / 6, 8 / 6, 40 / 35, 1]
+    assert "coordinateTransformations" not in doc["dataLayers"][0]
+    (note,) = doc["wkjupyter"]["notes"]
+    assert note.startswith("layer 'seg' has its own voxel size, 8 x 8 x 40 nanometer (x, y, z)")
+    assert "seg" in repr(ds).splitlines()[2]
+    assert "own voxel size 8 x 8 x 40" in repr(ds).splitlines()[2]
+    assert "own voxel size" not in repr(ds).splitlines()[1]
+    # A dataset of one voxel size says nothing more than before.
+    plain = DataSource("plain", VoxelSize(35, 6, 6), {"em": em}).to_properties()
+    assert "wkjupyter" not in plain
+    assert "voxelSize" not in plain["dataLayers"][0]["wkjupyter"]
+
+
+@pytest.mark.parametrize(
+    ("matrix", "expected"),
+    [
+        # webKnossos' own explorer: a scale from the layer's voxels to the dataset's.
+        ([[4 / 3, 0, 0, 0], [0, 4 / 3, 0, 0], [0, 0, 8 / 7, 0], [0, 0, 0, 1]], (40, 8, 8)),
+        # Not a voxel size: a translation, a rotation, a flip.
+        ([[1, 0, 0, 5], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], (35, 6, 6)),
+        ([[0, -1, 0, 0], [1, 0, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], (35, 6, 6)),
+        ([[-1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], (35, 6, 6)),
+    ],
+)
+def test_webknossos_scale_transformation_is_a_voxel_size(
+    matrix: list[list[float]], expected: tuple[float, float, float]
+) -> None:
+    d = _layer("seg", VoxelSize(35, 6, 6)).to_wk()
+    d["coordinateTransformations"] = [{"type": "affine", "matrix": matrix}]
+    layer = Layer.from_wk(d, VoxelSize(35, 6, 6))
+    assert layer.voxel_size == VoxelSize.of(expected)

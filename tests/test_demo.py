@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import shlex
+import signal
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -75,3 +79,54 @@ def test_console_script_runs(tmp_path: Path) -> None:
     assert out.returncode == 1
     assert "uses 'ftp://'" in out.stdout
     assert "http(s)://, gs://, s3://" in out.stdout
+
+
+def test_demo_says_where_to_look(
+    demo: tuple[Path, list[str], list],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """The demo's catalog is its own: it prints the command that lists it, and the address of
+    its landing page."""
+    root, lines, _ = demo
+    (command,) = [line.strip() for line in lines if "wkjupyter ls --catalog-url" in line]
+    args = shlex.split(command)
+    assert args[:2] == ["wkjupyter", "ls"]
+    monkeypatch.setenv("WKJUPYTER_DATA_DIR", str(tmp_path))  # not the user's data dir
+    monkeypatch.delenv("WKJUPYTER_CATALOG_URL", raising=False)
+    assert main(args[1:]) == 0
+    out = capsys.readouterr()
+    assert str(root / "catalog.sqlite") in out.err
+    listed = [line.split()[:2] for line in out.out.splitlines()]
+    assert len(listed) == 3
+    assert all(visibility == "public" for _, visibility in listed)
+
+
+@pytest.mark.slow
+def test_demo_serve_lands_on_a_page(tmp_path: Path) -> None:
+    """``wkjupyter demo --serve`` as a user runs it: the address it prints opens a page that
+    lists the demo datasets, until Ctrl-C."""
+    env = {**os.environ, "WKJUPYTER_DATA_DIR": str(tmp_path)}
+    command = [sys.executable, "-m", "wkjupyter.cli", "demo", "--serve", "--port", "0"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
+    assert process.stdout is not None
+    try:
+        lines = []
+        while not lines or not lines[-1].startswith("serving until Ctrl-C"):
+            line = process.stdout.readline()
+            assert line, "".join(lines)
+            lines.append(line)
+        (served,) = [line for line in lines if line.startswith("serving the demo catalog at")]
+        address = served.split()[5]
+        assert address.endswith("/wkjupyter/")
+        with urllib.request.urlopen(address, timeout=30) as response:
+            page = response.read().decode()
+        assert page.count('class="dataset"') == 3
+        assert "Open in Neuroglancer" in page
+        assert any(line.startswith(f"open {address} in a browser") for line in lines)
+    finally:
+        process.send_signal(signal.SIGINT)
+        out, _ = process.communicate(timeout=30)
+    assert process.returncode == 0
+    assert "stopped" in out

@@ -105,3 +105,59 @@ def test_voxel_size_units() -> None:
         normalize_unit("furlong")
     with pytest.raises(ValueError, match="positive"):
         VoxelSize(0, 1, 1)
+
+
+# -- boxes as a read accepts them -----------------------------------------------------------
+
+LAYER_BOX = BoundingBox.of((0, 10, 20), (40, 80, 100))
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        (BoundingBox.of((1, 2, 3), (4, 5, 6)), BoundingBox.of((1, 2, 3), (4, 5, 6))),
+        (((1, 2, 3), (4, 5, 6)), BoundingBox.of((1, 2, 3), (4, 5, 6))),  # (offset, shape)
+        ([Vec3(1, 2, 3), [4, 5, 6]], BoundingBox.of((1, 2, 3), (4, 5, 6))),
+        ((slice(1, 5), slice(2, 7), slice(3, 9)), BoundingBox.of((1, 2, 3), (4, 5, 6))),
+        (
+            (slice(None), slice(None, 30), slice(50, None)),
+            BoundingBox.of((0, 10, 50), (40, 20, 70)),
+        ),
+    ],
+)
+def test_box_forms(given: object, expected: BoundingBox) -> None:
+    assert BoundingBox.coerce(given, LAYER_BOX) == expected  # type: ignore[arg-type]
+
+
+def test_box_forms_take_numpy_integers() -> None:
+    np = pytest.importorskip("numpy")
+    assert BoundingBox.coerce(np.s_[0:10, 0:20, 0:30]) == BoundingBox.of((0, 0, 0), (10, 20, 30))
+    offset, shape = np.array([1, 2, 3]), np.array([4, 5, 6], dtype=np.uint16)
+    assert BoundingBox.coerce((offset, shape)) == BoundingBox.of((1, 2, 3), (4, 5, 6))
+
+
+@pytest.mark.parametrize(
+    ("bad", "kind", "phrase"),
+    [
+        ((0, 0, 0, 10, 20, 30), TypeError, "ambiguous"),
+        ((0, 0, 0), TypeError, "(offset, shape)"),
+        ("0,0,0", TypeError, "BoundingBox.of(offset, shape)"),
+        (((0, 0), (1, 1)), ValueError, "three numbers"),
+        (((0, 0, 0), (1, -1, 1)), ValueError, "negative"),
+        ((slice(0, 10), slice(0, 10)), TypeError, "three slices"),
+        ((slice(0, 10, 2), slice(0, 10), slice(0, 10)), ValueError, "step"),
+        ((slice(-10, None), slice(0, 10), slice(0, 10)), ValueError, "negative"),
+        ((slice(10, 0), slice(0, 10), slice(0, 10)), ValueError, "before its start"),
+        ((slice(0, 1.5), slice(0, 10), slice(0, 10)), TypeError, "integer"),
+    ],
+)
+def test_bad_boxes_explain(bad: object, kind: type[Exception], phrase: str) -> None:
+    with pytest.raises(kind) as info:
+        BoundingBox.coerce(bad, LAYER_BOX)  # type: ignore[arg-type]
+    assert phrase in str(info.value)
+    assert "(z, y, x)" in str(info.value) or kind is ValueError
+
+
+def test_open_slices_need_bounds() -> None:
+    with pytest.raises(ValueError, match="open slice"):
+        BoundingBox.coerce((slice(None), slice(0, 1), slice(0, 1)))

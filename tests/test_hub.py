@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
@@ -16,6 +17,7 @@ from wkjupyter.demo import make_volume, write_demo
 from wkjupyter.errors import (
     DatasetNotFoundError,
     LayerNotFoundError,
+    NothingFoundError,
     PermissionDeniedError,
     ServerNotFoundError,
 )
@@ -239,7 +241,11 @@ def test_the_servers_url_and_catalog_are_discovered(
     ds = hub.add_remote(str(demo["N5"]), name="found")
     link = ds.create_link()
     assert hub.public_url is None
-    assert link.url == f"/wkjupyter/links/{link.token}/"  # relative until a server is known
+    assert link.path == f"wkjupyter/links/{link.token}/"  # below the server's base URL
+    with pytest.raises(ServerNotFoundError, match="WKJUPYTER_PUBLIC_URL") as info:
+        link.url  # noqa: B018 (a URL that works, or an error saying what is missing)
+    assert "Hub(public_url=" in str(info.value)
+    assert json.loads(link.to_json())["url"] is None
     with pytest.raises(ServerNotFoundError, match="WKJUPYTER_PUBLIC_URL") as info:
         ds.zarr_url()
     assert "Hub(public_url=" in str(info.value)
@@ -293,6 +299,37 @@ def test_stored_credentials_serve_reads_and_rotate(
 def test_nothing_to_import_says_why(hub: Hub, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="nothing to import"):
         hub.add_remote(str(tmp_path / "missing"))
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_nothing_to_import_is_short_and_keeps_the_report(hub: Hub) -> None:
+    url = f"https://127.0.0.1:{closed_port()}/x.zarr"
+    with pytest.raises(NothingFoundError) as info:
+        hub.add_remote(url, name="unreachable")
+    cause, remedy = str(info.value).splitlines()
+    assert cause.startswith("nothing to import: found no dataset: the host did not answer")
+    assert f"cannot reach '{url}/" in cause
+    assert (
+        remedy == "check the host name and your network; print(err.report) lists every attempt (1)"
+    )
+    assert len(str(info.value)) < 400
+    (step,) = info.value.report.steps
+    assert step.url == url
+    assert hub.datasets() == []
+
+
+def test_unknown_layers_name_the_layers(hub: Hub, demo: dict[str, Path]) -> None:
+    ds = hub.add_remote(str(demo["OME-Zarr 0.4"]), name="cortex")
+    with pytest.raises(LayerNotFoundError) as info:
+        ds["nope"]
+    assert str(info.value) == "dataset 'cortex' has no layer 'nope'; it has cells, segmentation"
+    with pytest.raises(LayerNotFoundError, match="dataset 'cortex' has no layer 'nope'"):
+        ds.layers["nope"]
 
 
 def _worker(url: str, data_dir: str, source: str, k: int, n: int) -> None:

@@ -23,3 +23,5 @@ def test_notebook_runs(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     ).execute()
     outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
+    # Notebooks work in a catalog of their own: running one leaves the user's catalog alone.
+    assert not (tmp_path / "data" / "catalog.sqlite").exists()

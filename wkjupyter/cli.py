@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -44,7 +45,7 @@ def _cmd_explore(args: argparse.Namespace) -> int:
     report = explore(args.urls, _credential(args), name=args.name)
     if args.json:
         out = {
-            "datasource": report.datasource.to_properties() if report.datasource else None,
+            "datasource": report.datasource.to_properties() if report else None,
             "steps": [
                 {"url": s.url, "format": s.format, "outcome": s.outcome, "message": s.message}
                 for s in report.steps
@@ -53,13 +54,17 @@ def _cmd_explore(args: argparse.Namespace) -> int:
         print(json.dumps(out, indent=2))
     else:
         print(report)
-    return 0 if report.datasource is not None else 1
+    return 0 if report else 1
 
 
 def _hub(args: argparse.Namespace) -> Hub:
     from wkjupyter.hub import Hub
 
-    return Hub(args.catalog_url, args.user)
+    hub = Hub(args.catalog_url, args.user)
+    # Which catalog answers matters: the demo and notebooks use catalogs of their own.
+    shown = hub.catalog.engine.url.render_as_string(hide_password=True)
+    print(f"catalog: {shown} (as {hub.user_name})", file=sys.stderr)
+    return hub
 
 
 def _cmd_ls(args: argparse.Namespace) -> int:
@@ -70,7 +75,8 @@ def _cmd_ls(args: argparse.Namespace) -> int:
         print(json.dumps(found, indent=2, default=str))
         return 0
     if not found:
-        print("no datasets" + (" match" if args.search or args.tag or public is not None else ""))
+        filtered = args.search or args.tag or public is not None
+        print("no datasets match" if filtered else _NO_DATASETS)
         return 0
     for info in found:
         tags = ", ".join(info["tags"]) or "-"
@@ -80,11 +86,14 @@ def _cmd_ls(args: argparse.Namespace) -> int:
     return 0
 
 
+_NO_DATASETS = "no datasets in this catalog (`wkjupyter import URL` adds one)"
+
+
 def _cmd_import(args: argparse.Namespace) -> int:
     hub = _hub(args)
     credential = _credential(args)
     report = hub.explore(args.urls, credential)
-    if report.datasource is None:
+    if not report:
         print(report, file=sys.stderr)
         print("error: nothing to import (see the steps above)", file=sys.stderr)
         return 1
@@ -113,13 +122,21 @@ def _cmd_tag(args: argparse.Namespace) -> int:
     return 0
 
 
+_NO_SERVER_URL = (
+    "note: no public URL of the wkjupyter server is known, so this is the link's path below "
+    "it; set WKJUPYTER_PUBLIC_URL (e.g. https://hub.example.org/user/alice/) for full URLs"
+)
+
+
 def _cmd_link(args: argparse.Namespace) -> int:
     hub = _hub(args)
     if args.link_command == "create":
         ds = hub.dataset(args.dataset)
         expires = None if args.expires == "never" else args.expires
         link = ds.create_link(expires=expires, label=args.label or "", layers=args.layer)
-        print(link.url)
+        if hub.public_url is None:  # outside a server: what to put in front of the path
+            print(_NO_SERVER_URL, file=sys.stderr)
+        print(link.url if hub.public_url else link.path)
         return 0
     if args.link_command == "ls":
         links = hub.dataset(args.dataset).links()
@@ -130,7 +147,7 @@ def _cmd_link(args: argparse.Namespace) -> int:
             info = json.loads(link.to_json())
             state = "revoked" if info["revoked"] else f"expires {info['expires_at'] or 'never'}"
             print(f"{info['id']:5d}  {state:40s} used {info['use_count']}x  {info['label']}")
-            print(f"       {info['url']}")
+            print(f"       {info['url'] or info['path']}")
         return 0
     hub.link(args.link_id).revoke()
     print(f"link {args.link_id} revoked")
@@ -138,12 +155,15 @@ def _cmd_link(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from wkjupyter.demo import run_demo
+    from wkjupyter.demo import DemoServing, run_demo
     from wkjupyter.paths import data_dir
 
+    if args.no_serve and args.port is not None:
+        args.usage_error("--port needs a server: drop --no-serve or --port")
     root = Path(args.data_dir) / "demo" if args.data_dir else data_dir() / "demo"
-    reports = run_demo(root, serve=not args.no_serve, port=args.port, keep_serving=args.serve)
-    return 0 if all(r.datasource is not None for r in reports) else 1
+    serve: DemoServing = "keep" if args.serve else "none" if args.no_serve else "check"
+    reports = run_demo(root, serve=serve, port=args.port or 0)
+    return 0 if all(reports) else 1
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -197,20 +217,70 @@ def add_credential_options(parser: argparse.ArgumentParser) -> None:
     cred.add_argument("--gcs-service-account", metavar="JSON_FILE")
 
 
+def _command(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    summary: str,
+    description: str,
+    examples: str = "",
+) -> argparse.ArgumentParser:
+    """A subcommand: ``summary`` in the list of commands, ``description`` (paragraphs split
+    by blank lines) at the top of its ``--help`` and ``examples`` at the bottom."""
+    paragraphs = (" ".join(par.split()) for par in description.split("\n\n"))
+    epilog = None
+    if examples:
+        epilog = "examples:\n" + textwrap.indent(textwrap.dedent(examples).strip(), "  ")
+    return sub.add_parser(
+        name,
+        help=summary,
+        description="\n\n".join(textwrap.fill(par, 79) for par in paragraphs),
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wkjupyter", description="A secure hub for huge volumetric images in Jupyter."
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="write the demo datasets and explore them")
-    demo.add_argument("--data-dir", help="where to write (default: the wkjupyter data dir)")
-    demo.add_argument("--serve", action="store_true", help="keep serving until Ctrl-C")
-    demo.add_argument("--port", type=int, default=0, help="port to serve on (0: any free)")
-    demo.add_argument("--no-serve", action="store_true", help="only write and explore")
-    demo.set_defaults(func=_cmd_demo)
+    demo = _command(
+        sub, "demo", "write, explore and serve the demo datasets",
+        """Write a small synthetic volume (cells and their segmentation, three mags) as
+        OME-Zarr, N5 and Neuroglancer precomputed, explore each copy and print the layers
+        found.
 
-    ex = sub.add_parser("explore", help="find the layers at one or more URLs")
+        Then, by default, register them in a demo catalog of its own, serve them as OME-Zarr
+        and read every layer back over HTTP through both Zarr trees. --serve keeps serving
+        (open the printed address in a browser); --no-serve stops after exploring.""",
+        """
+        wkjupyter demo
+        wkjupyter demo --serve --port 8765
+        wkjupyter demo --no-serve --data-dir /tmp/wkjupyter""",
+    )  # fmt: skip
+    demo.add_argument("--data-dir", help="where to write (default: the wkjupyter data dir)")
+    after = demo.add_mutually_exclusive_group()
+    after.add_argument(
+        "--serve", action="store_true", help="after reading back, keep serving until Ctrl-C"
+    )
+    after.add_argument(
+        "--no-serve", action="store_true", help="stop after exploring: no catalog, no server"
+    )
+    demo.add_argument("--port", type=int, help="port to serve on (default: any free port)")
+    demo.set_defaults(func=_cmd_demo, usage_error=demo.error)
+
+    ex = _command(
+        sub, "explore", "find the layers at one or more URLs",
+        """Find the layers stored at one or more URLs (OME-Zarr, Zarr v2/v3, N5, Neuroglancer
+        precomputed, webKnossos, or a Neuroglancer link) and print every attempt: URL, format,
+        outcome. Several URLs merge into one data source. Nothing is registered (that is
+        `import`); the exit status is 1 when nothing is found.""",
+        """
+        wkjupyter explore https://example.org/cells.ome.zarr
+        wkjupyter explore s3://bucket/em.n5 --s3-key-id AKIA... --s3-secret ...
+        wkjupyter explore color.zarr precomputed://gs://bucket/seg --json""",
+    )  # fmt: skip
     ex.add_argument(
         "urls",
         nargs="+",
@@ -227,7 +297,16 @@ def build_parser() -> argparse.ArgumentParser:
                        "or SQLite in the data dir)")  # fmt: skip
         p.add_argument("--user", help="act as this user (default: JUPYTERHUB_USER or you)")
 
-    ls = sub.add_parser("ls", help="list the datasets you may see")
+    ls = _command(
+        sub, "ls", "list the datasets you may see",
+        """List the datasets of a catalog that you may see: name, visibility, tags and
+        layers. The catalog and the user are printed on stderr: --catalog-url (or
+        $WKJUPYTER_CATALOG_URL) chooses another catalog, such as the demo's.""",
+        """
+        wkjupyter ls --search cortex --tag em
+        wkjupyter ls --visibility public --json
+        wkjupyter ls --catalog-url sqlite:////path/to/catalog.sqlite""",
+    )  # fmt: skip
     ls.add_argument("--search", help="words that must all appear (name, description, tags, layers)")
     ls.add_argument("--tag", action="append", help="only datasets with this tag (repeatable)")
     ls.add_argument("--visibility", choices=["public", "private"])
@@ -235,7 +314,16 @@ def build_parser() -> argparse.ArgumentParser:
     catalog_options(ls)
     ls.set_defaults(func=_cmd_ls)
 
-    imp = sub.add_parser("import", help="explore URLs and register the dataset (no copy)")
+    imp = _command(
+        sub, "import", "explore URLs and register the dataset (no copy)",
+        """Explore one or more URLs and register what is found as one dataset of the
+        catalog. Only metadata and source URLs are stored, never the data; a credential
+        given is stored encrypted and used whenever the dataset is read or served.""",
+        """
+        wkjupyter import https://example.org/cells.ome.zarr --name cells --tag em --public
+        wkjupyter import s3://bucket/em.n5 --s3-key-id AKIA... --s3-secret ...
+        wkjupyter import color.zarr precomputed://gs://bucket/seg --name merged""",
+    )  # fmt: skip
     imp.add_argument("urls", nargs="+", metavar="URL")
     imp.add_argument("--name", help="dataset name (default: from the URL)")
     imp.add_argument("--tag", action="append", help="a tag (repeatable)")
@@ -245,7 +333,12 @@ def build_parser() -> argparse.ArgumentParser:
     catalog_options(imp)
     imp.set_defaults(func=_cmd_import)
 
-    tag = sub.add_parser("tag", help="show or change a dataset's tags")
+    tag = _command(
+        sub, "tag", "show or change a dataset's tags",
+        """Show a dataset's tags, or change them: --add and --remove (repeatable), or --set
+        to replace them all. Prints the tags after the change.""",
+        "wkjupyter tag cells --add reviewed --remove draft",
+    )  # fmt: skip
     tag.add_argument("dataset")
     tag.add_argument("--add", action="append", metavar="TAG")
     tag.add_argument("--remove", action="append", metavar="TAG")
@@ -253,17 +346,37 @@ def build_parser() -> argparse.ArgumentParser:
     catalog_options(tag)
     tag.set_defaults(func=_cmd_tag)
 
-    link = sub.add_parser("link", help="private links to a dataset")
+    link = _command(
+        sub, "link", "private links to a dataset",
+        """Private links grant read access to a dataset, or to some of its layers, without a
+        login: expiring, revocable URLs that any OME-Zarr client opens.""",
+        """
+        wkjupyter link create cells --expires 7d --label reviewer
+        wkjupyter link ls cells
+        wkjupyter link revoke 12""",
+    )  # fmt: skip
     link_sub = link.add_subparsers(dest="link_command", required=True)
-    create = link_sub.add_parser("create", help="create a link and print its URL")
+    create = _command(
+        link_sub, "create", "create a link and print its URL",
+        """Create a private link to a dataset and print its URL; its Zarr v2 and v3 trees
+        are below it at zarr/ and zarr3/.""",
+        "wkjupyter link create cells --expires 30d --layer segmentation --label reviewer",
+    )  # fmt: skip
     create.add_argument("dataset")
     create.add_argument("--expires", default="30d", help="e.g. 7d, 12h, 2026-12-31, never")
     create.add_argument("--label")
     create.add_argument("--layer", action="append", help="grant only this layer (repeatable)")
-    lsl = link_sub.add_parser("ls", help="list a dataset's links")
+    lsl = _command(
+        link_sub, "ls", "list a dataset's links",
+        "List a dataset's links: id, expiry or revocation, uses, label and URL.",
+    )  # fmt: skip
     lsl.add_argument("dataset")
     lsl.add_argument("--json", action="store_true")
-    revoke = link_sub.add_parser("revoke", help="revoke a link at once")
+    revoke = _command(
+        link_sub, "revoke", "revoke a link at once",
+        """Revoke a link (by the id `link ls` shows): it stops working on the next request,
+        in every server sharing the catalog.""",
+    )  # fmt: skip
     revoke.add_argument("link_id", type=int)
     for p in (create, lsl, revoke):
         catalog_options(p)
@@ -271,7 +384,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     from wkjupyter.server.view import CHUNK_CODECS
 
-    srv = sub.add_parser("serve", help="serve datasets and links as OME-Zarr (standalone)")
+    srv = _command(
+        sub, "serve", "serve datasets and links as OME-Zarr (standalone)",
+        """Serve the catalog's datasets and links as OME-Zarr (Zarr v2 + NGFF 0.4 under
+        zarr/, Zarr v3 + NGFF 0.5 under zarr3/) from a plain tornado server, without Jupyter:
+        for deployments, and replicas sharing one PostgreSQL catalog.
+
+        The printed address opens a page listing the public datasets with their URLs. The
+        REST API under api/ takes the printed token (Authorization: token <token>).""",
+        """
+        wkjupyter serve --port 8765
+        wkjupyter serve --host 0.0.0.0 --base-url /data/ \\
+            --public-url https://data.example.org/data/ --catalog-url postgresql+psycopg://...""",
+    )  # fmt: skip
     srv.add_argument("--host", default="127.0.0.1", help="interface to listen on")
     srv.add_argument("--port", type=int, default=8765, help="0 picks a free port")
     srv.add_argument("--base-url", default="/", help="URL prefix, e.g. /data/")

@@ -8,13 +8,19 @@ metadata, format hints) travels in a ``"wkjupyter"`` object that webKnossos igno
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 
-from wkjupyter.errors import LayerNotFoundError, MetadataError, UnsupportedFormatError
-from wkjupyter.geometry import BoundingBox, Mag, MagLike, Vec3, VoxelSize
+from wkjupyter.errors import (
+    LayerNotFoundError,
+    MetadataError,
+    ReadTooLargeError,
+    UnsupportedFormatError,
+)
+from wkjupyter.geometry import BoundingBox, BoxLike, Mag, MagLike, Vec3, VoxelSize
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -29,6 +35,7 @@ __all__ = [
     "DataFormat",
     "DataSource",
     "Layer",
+    "LayerDict",
     "MagLevel",
 ]
 
@@ -185,8 +192,21 @@ class Layer:
             raise LayerNotFoundError(msg)
         return m
 
-    async def open_array(self, mag: MagLike | Literal["finest", "coarsest"] = "finest") -> MagArray:
-        """The reader of one mag (opened once, then cached)."""
+    def open_array(self, mag: MagLike | Literal["finest", "coarsest"] = "finest") -> MagArray:
+        """The reader of one mag, opened once and then cached.
+
+        Its ``shape``, ``dtype`` and ``chunk_shape`` describe the stored array in
+        (*additional axes, c, z, y, x) order; its chunk methods are async (the reader
+        contract, :class:`~wkjupyter.sources.MagArray`): read boxes with :meth:`read`.
+        """
+        from wkjupyter.sources._base import sync
+
+        return sync(self.open_array_async(mag))
+
+    async def open_array_async(
+        self, mag: MagLike | Literal["finest", "coarsest"] = "finest"
+    ) -> MagArray:
+        """Async form of :meth:`open_array`."""
         m = self.mag(mag)
         if m not in self._arrays:
             # Imported here because the readers themselves build Layers (sources -> datasource).
@@ -198,45 +218,90 @@ class Layer:
         return self._arrays[m]
 
     async def read_async(
-        self, bbox: BoundingBox | None = None, mag: MagLike | Literal["finest"] = "finest"
+        self, bbox: BoxLike | None = None, mag: MagLike | Literal["finest", "coarsest"] = "finest"
     ) -> np.ndarray[Any, Any]:
         """Async form of :meth:`read`."""
         m = self.mag(mag)
         level = self.mags[m]
-        array = await self.open_array(m)
-        box = (bbox if bbox is not None else self.bbox).in_mag(m)
+        wanted = self.bbox if bbox is None else BoundingBox.coerce(bbox, self.bbox)
+        array = await self.open_array_async(m)
+        box = wanted.in_mag(m)
         start = box.offset - level.offset
         end = box.end - level.offset
         n_extra = len(array.shape) - 4
         region = [slice(0, s) for s in array.shape[:n_extra]] + [slice(0, array.shape[n_extra])]
         region += [slice(a, b) for a, b in zip(start, end, strict=True)]
+        self._check_size(wanted, m, [r.stop - r.start for r in region], array.dtype)
         return await array.read(tuple(region))
 
+    def _check_size(self, box: BoundingBox, mag: Mag, shape: list[int], dtype: Any) -> None:
+        """Refuse a read above the read limit before numpy tries to allocate it."""
+        from wkjupyter.sources._fs import AccessOptions
+        from wkjupyter.sources._sizes import format_size
+
+        limit = (self.options or AccessOptions()).max_read_bytes
+        size = math.prod(shape) * np.dtype(dtype).itemsize
+        if size <= limit:
+            return
+        mags = ", ".join(str(k) for k in self.mags)
+        msg = (
+            f"reading layer {self.name!r} at mag {mag} over {box!r} needs {format_size(size)} "
+            f"({' x '.join(map(str, shape))} {np.dtype(dtype).name}), more than the read limit "
+            f"of {format_size(limit)}\n"
+            f"read a smaller box or a coarser mag (this layer has {mags}), or raise the limit: "
+            "layer.options = wkj.AccessOptions(max_read_bytes=...) or WKJUPYTER_MAX_READ=8GiB"
+        )
+        raise ReadTooLargeError(msg)
+
     def read(
-        self, bbox: BoundingBox | None = None, mag: MagLike | Literal["finest"] = "finest"
+        self, bbox: BoxLike | None = None, mag: MagLike | Literal["finest", "coarsest"] = "finest"
     ) -> np.ndarray[Any, Any]:
         """Read a box of the layer into memory.
 
         Parameters
         ----------
         bbox
-            The box in mag-1 voxels, (z, y, x); default: the layer's bounding box. Parts
-            outside the stored data read as the fill value.
+            The box in mag-1 voxels, (z, y, x); default: the layer's bounding box. A
+            :class:`~wkjupyter.BoundingBox`, an ``(offset, shape)`` pair such as
+            ``((0, 0, 0), (64, 64, 64))``, or three slices such as
+            ``np.s_[0:64, 0:64, 0:64]`` (absolute coordinates; an open end stops at the
+            layer's bounding box); see :meth:`BoundingBox.coerce`. Parts outside the stored
+            data read as the fill value.
         mag
-            Which mag to read (``"1"``, ``"2-2-1"``, ``Mag(2)``, ``"finest"``). The result
-            covers ``bbox`` scaled down to that mag (rounded outwards).
+            Which mag to read (``"1"``, ``"2-2-1"``, ``Mag(2)``, ``"finest"``,
+            ``"coarsest"``). The result covers ``bbox`` scaled down to that mag (rounded
+            outwards).
 
         Returns
         -------
         numpy.ndarray
             Shaped (*additional axes, c, z, y, x).
+
+        Raises
+        ------
+        ReadTooLargeError
+            The result would be larger than the read limit (``AccessOptions.max_read_bytes``,
+            ``WKJUPYTER_MAX_READ``; default 4 GiB).
+        LayerNotFoundError
+            The layer has no such mag.
         """
         from wkjupyter.sources._base import sync
 
         return sync(self.read_async(bbox, mag))
 
-    def to_wk(self) -> dict[str, Any]:
-        """This layer as a webKnossos ``dataLayers`` entry."""
+    def to_wk(self, dataset_voxel_size: VoxelSize | None = None) -> dict[str, Any]:
+        """This layer as a webKnossos ``dataLayers`` entry.
+
+        Parameters
+        ----------
+        dataset_voxel_size
+            The voxel size (``scale``) of the dataset the entry is written into; default:
+            this layer's. webKnossos has one voxel size per dataset, so a layer with a
+            voxel size of its own is placed the way webKnossos' own explorer places such
+            layers: an affine ``coordinateTransformations`` scale from the layer's voxels to
+            the dataset's. Its exact voxel size travels in ``wkjupyter.voxelSize``, which
+            :meth:`from_wk` reads back.
+        """
         dtype = self.dtype.name
         if dtype not in _DTYPE_TO_ELEMENT_CLASS:
             msg = f"layer {self.name!r}: dtype {dtype} has no webKnossos element class"
@@ -271,6 +336,9 @@ class Layer:
                 {"name": a.name, "size": a.size, "type": a.type, "unit": a.unit}
                 for a in self.additional_axes
             ]
+        if dataset_voxel_size is not None and not _same_size(self.voxel_size, dataset_voxel_size):
+            d["coordinateTransformations"] = _scale_transform(self.voxel_size, dataset_voxel_size)
+            extra["voxelSize"] = _voxel_size_json(self.voxel_size)
         d["wkjupyter"] = extra
         return d
 
@@ -278,7 +346,13 @@ class Layer:
     def from_wk(
         cls, d: Mapping[str, Any], voxel_size: VoxelSize, base_url: str | None = None
     ) -> Layer:
-        """Parse a webKnossos ``dataLayers`` entry."""
+        """Parse a webKnossos ``dataLayers`` entry of a dataset of voxel size ``voxel_size``.
+
+        The layer's own voxel size is ``wkjupyter.voxelSize`` if given, else the dataset's
+        scaled by a ``coordinateTransformations`` that is a single axis-aligned affine scale
+        (how webKnossos places a layer of another voxel size), else ``voxel_size``. Other
+        transformations (rotations, translations, thin-plate splines) are not read.
+        """
         name = str(d.get("name", ""))
         try:
             element_class = str(d["elementClass"])
@@ -312,7 +386,7 @@ class Layer:
                 dtype=dtype,
                 num_channels=num_channels,
                 bbox=BoundingBox.from_wk(d["boundingBox"]),
-                voxel_size=voxel_size,
+                voxel_size=_own_voxel_size(d, extra, voxel_size),
                 mags={m.mag: m for m in mags},
                 fill_value=extra.get("fillValue", 0),
                 channels=[ChannelInfo.from_json(c) for c in extra.get("channels", [])],
@@ -340,31 +414,130 @@ def _hex_to_rgb(color: str) -> list[int]:
     return [int(c[i : i + 2], 16) for i in (0, 2, 4)]
 
 
+def _same_size(a: VoxelSize, b: VoxelSize) -> bool:
+    return all(math.isclose(r, 1.0, rel_tol=1e-9) for r in _voxel_size_ratio(a, b))
+
+
+def _voxel_size_json(size: VoxelSize) -> dict[str, Any]:
+    return {"factor": size.to_xyz(), "unit": size.unit}
+
+
+def _voxel_size_ratio(own: VoxelSize, dataset: VoxelSize) -> list[float]:
+    """x, y, z: how many of the dataset's voxels one of the layer's spans."""
+    mine = own.to_unit(dataset.unit).to_xyz()
+    return [a / b for a, b in zip(mine, dataset.to_xyz(), strict=True)]
+
+
+def _scale_transform(own: VoxelSize, dataset: VoxelSize) -> list[dict[str, Any]]:
+    """The ``coordinateTransformations`` webKnossos' explorer writes for a layer whose voxel
+    size is not the dataset's: a 4x4 affine, rows x, y, z, without translation (the layer's
+    voxel corner v lands on the dataset's voxel corner v * scale)."""
+    sx, sy, sz = _voxel_size_ratio(own, dataset)
+    matrix = [[sx, 0, 0, 0], [0, sy, 0, 0], [0, 0, sz, 0], [0, 0, 0, 1]]
+    return [{"type": "affine", "matrix": matrix}]
+
+
+def _own_voxel_size(
+    d: Mapping[str, Any], extra: Mapping[str, Any], dataset: VoxelSize
+) -> VoxelSize:
+    """A layer's voxel size; see :meth:`Layer.from_wk`."""
+    own = extra.get("voxelSize")
+    if own is not None:
+        return VoxelSize.from_xyz(own["factor"], own.get("unit", "nanometer"))
+    transforms = d.get("coordinateTransformations") or []
+    if len(transforms) != 1 or transforms[0].get("type") != "affine":
+        return dataset
+    m = np.asarray(transforms[0].get("matrix"), dtype=float)
+    if m.shape != (4, 4):
+        return dataset
+    scale = np.diag(m)[:3]
+    expected = np.diag([*scale, 1.0])
+    if not np.array_equal(m, expected) or not (scale > 0).all():
+        return dataset  # a rotation, shear, translation or flip: not a voxel size
+    # 12 significant digits undo the float noise of (size / dataset size) * dataset size.
+    xyz = [float(f"{s * v:.12g}") for s, v in zip(scale, dataset.to_xyz(), strict=True)]
+    return VoxelSize.from_xyz(xyz, dataset.unit)
+
+
+def voxel_size_note(name: str, own: VoxelSize, dataset: VoxelSize) -> str | None:
+    """What a ``datasource-properties.json`` of voxel size ``dataset`` cannot say about layer
+    ``name`` of voxel size ``own`` (see :meth:`Layer.to_wk`); None if the two are equal."""
+    if _same_size(own, dataset):
+        return None
+    scale = ", ".join(f"{s:.6g}" for s in _voxel_size_ratio(own, dataset))
+    return (
+        f"layer {name!r} has its own voxel size, {own}, not the dataset's, {dataset}. "
+        "This file has one voxel size per dataset, so the layer cannot be described on its "
+        "own grid: it is placed by an affine coordinateTransformations scale "
+        f"({scale}; x, y, z), as webKnossos places such layers, and webKnossos resamples it "
+        "onto the dataset's grid for display and volume-annotates it only while it is "
+        "rendered without that transformation. Its exact voxel size is in the layer's "
+        "wkjupyter.voxelSize; the OME-Zarr trees serve it on its own grid, unresampled"
+    )
+
+
+class LayerDict(dict[str, "Layer"]):
+    """Layers by name; an unknown name raises :class:`LayerNotFoundError` naming the others."""
+
+    __slots__ = ("owner",)
+
+    def __init__(self, layers: Mapping[str, Layer] | None = None, owner: str = "") -> None:
+        super().__init__(layers or {})
+        self.owner = owner or "the data source"
+
+    def __missing__(self, name: str) -> Layer:
+        msg = f"{self.owner} has no layer {name!r}; it has {', '.join(self) or 'none'}"
+        raise LayerNotFoundError(msg)
+
+
 @dataclass(eq=False)
 class DataSource:
-    """A named set of layers sharing one voxel size."""
+    """A named set of layers.
+
+    ``voxel_size`` is the dataset's: that of its first layer after :func:`explore` merged
+    the sources (layers of integer multiples of it became its coarser mags). A layer may
+    keep a voxel size of its own (``Layer.voxel_size``; e.g. a 6 x 6 x 35 nm image beside an
+    8 x 8 x 40 nm segmentation), as Neuroglancer and OME-NGFF allow; its bounding box and
+    mags are in its own voxels.
+    """
 
     name: str
     voxel_size: VoxelSize
     layers: dict[str, Layer]
     base_url: str | None = None
 
+    def __post_init__(self) -> None:
+        self.layers = LayerDict(self.layers, f"data source {self.name!r}")
+
     @property
     def bbox(self) -> BoundingBox:
-        """The union of all layers' bounding boxes."""
+        """The union of all layers' bounding boxes, in voxels of ``voxel_size`` (a layer
+        with its own voxel size counts with the voxels it touches)."""
         box = BoundingBox.of((0, 0, 0), (0, 0, 0))
         for layer in self.layers.values():
-            box = box.union(layer.bbox)
+            box = box.union(_bbox_in(layer, self.voxel_size))
         return box
 
     def to_properties(self) -> dict[str, Any]:
-        """The webKnossos ``datasource-properties.json`` document."""
-        return {
+        """The webKnossos ``datasource-properties.json`` document.
+
+        ``scale`` is :attr:`voxel_size`; layers with their own voxel size carry a
+        ``coordinateTransformations`` scale (see :meth:`Layer.to_wk`), and the top-level
+        ``wkjupyter.notes`` says for each what this one-voxel-size format cannot express.
+        """
+        notes = [
+            voxel_size_note(layer.name, layer.voxel_size, self.voxel_size)
+            for layer in self.layers.values()
+        ]
+        doc: dict[str, Any] = {
             "id": {"name": self.name, "team": ""},
             "scale": {"factor": self.voxel_size.to_xyz(), "unit": self.voxel_size.unit},
-            "dataLayers": [layer.to_wk() for layer in self.layers.values()],
+            "dataLayers": [layer.to_wk(self.voxel_size) for layer in self.layers.values()],
             "version": 1,
         }
+        if any(notes):
+            doc["wkjupyter"] = {"notes": [n for n in notes if n]}
+        return doc
 
     @classmethod
     def from_properties(
@@ -395,5 +568,19 @@ class DataSource:
         return cls.from_properties(d, base_url=d.get("baseUrl"))
 
     def __repr__(self) -> str:
-        layers = "".join(f"\n  {layer!r}" for layer in self.layers.values())
+        lines = []
+        for layer in self.layers.values():
+            own = not _same_size(layer.voxel_size, self.voxel_size)
+            lines.append(f"\n  {layer!r}" + (f": own voxel size {layer.voxel_size}" if own else ""))
+        layers = "".join(lines)
         return f"DataSource({self.name!r}, voxel_size={self.voxel_size}){layers}"
+
+
+def _bbox_in(layer: Layer, voxel_size: VoxelSize) -> BoundingBox:
+    """``layer.bbox`` in voxels of ``voxel_size``, rounded outwards."""
+    if _same_size(layer.voxel_size, voxel_size):
+        return layer.bbox
+    zyx = _voxel_size_ratio(layer.voxel_size, voxel_size)[::-1]
+    start = [math.floor(o * r) for o, r in zip(layer.bbox.offset, zyx, strict=True)]
+    end = [math.ceil(e * r) for e, r in zip(layer.bbox.end, zyx, strict=True)]
+    return BoundingBox.of(start, [b - a for a, b in zip(start, end, strict=True)])

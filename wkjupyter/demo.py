@@ -9,10 +9,11 @@ precomputed), so the demo exercises exactly what users will point wkjupyter at.
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -24,7 +25,11 @@ if TYPE_CHECKING:
 
     from wkjupyter.sources.explore import ExploreReport
 
-__all__ = ["DemoVolume", "make_volume", "run_demo", "write_demo"]
+__all__ = ["DemoServing", "DemoVolume", "make_volume", "run_demo", "write_demo"]
+
+#: What the demo does after exploring: nothing, serve once to read the data back over HTTP,
+#: or go on serving until Ctrl-C.
+DemoServing = Literal["none", "check", "keep"]
 
 VOXEL_SIZE_ZYX = (40.0, 8.0, 8.0)  # nanometers, a typical anisotropic EM stack
 FACTORS = (1, 2, 4)  # mags "1", "2", "4"
@@ -215,13 +220,14 @@ def run_demo(
     root: Path | None = None,
     echo: Callable[[str], None] = print,
     *,
-    serve: bool = True,
+    serve: DemoServing = "check",
     port: int = 0,
-    keep_serving: bool = False,
 ) -> list[ExploreReport]:
-    """Write the demo datasets, explore each one and print the layers found; then (``serve``)
-    register them in a demo catalog, serve them as OME-Zarr and read them back over HTTP
-    (see :func:`serve_demo`)."""
+    """Write the demo datasets, explore each one and print the layers found.
+
+    Then, unless ``serve`` is ``"none"``, register them in a demo catalog, serve them as
+    OME-Zarr and read them back over HTTP (:func:`serve_demo`); ``"keep"`` goes on serving
+    until Ctrl-C."""
     from wkjupyter.sources.explore import explore
 
     root = root or data_dir() / "demo"
@@ -238,7 +244,7 @@ def run_demo(
         took = time.perf_counter() - t0
         reports.append(report)
         echo(f"\n{fmt}: {path}  (explored in {took * 1000:.0f} ms)")
-        if report.datasource is None:
+        if not report:
             echo("  nothing found:")
             for step in report.steps:
                 echo(f"    [{step.outcome}] {step.format} at {step.url} {step.message}")
@@ -259,8 +265,8 @@ def run_demo(
             f"    read {first.name} at its coarsest mag: "
             f"array {sample.shape}, mean {sample.mean():.1f}"
         )
-    if serve and all(r.datasource is not None for r in reports):
-        served = serve_demo(root, paths, echo, port=port, keep_serving=keep_serving)
+    if serve != "none" and all(reports):
+        served = serve_demo(root, paths, echo, port=port, keep_serving=serve == "keep")
         if not served:
             msg = "the served demo data differs from the source"
             raise RuntimeError(msg)
@@ -293,6 +299,9 @@ def serve_demo(
     url = f"sqlite:///{root / 'catalog.sqlite'}"
     hub = Hub(url, "demo", data_dir=root)
     datasets = [hub.add_remote(str(p), name=slugify(f), public=True) for f, p in paths.items()]
+    # Not the user's catalog (`wkjupyter ls` lists that one): say how to see this one.
+    echo(f"\nregistered {len(datasets)} public datasets in the demo's own catalog; list them with")
+    echo(f"  wkjupyter ls --catalog-url {shlex.quote(url)} --user demo")
     identical = True
     with BackgroundServer(Catalog(url, data_dir=root), owner="demo", port=port) as server:
         hub.public_url = server.url.removesuffix("wkjupyter/")
@@ -307,9 +316,13 @@ def serve_demo(
                     identical &= same
                     echo(f"  {'ok ' if same else 'DIFFERENT'} zarr-python v{fmt} {array_url}")
         if not keep_serving:
-            echo("\nrun `wkjupyter demo --serve` to keep serving and view it in Neuroglancer")
+            echo(
+                "\nrun `wkjupyter demo --serve` to keep serving, and open its address in a "
+                "browser: every dataset with its URLs, a Neuroglancer link and code to copy"
+            )
         else:
-            echo(f"\nopen in Neuroglancer: {datasets[0].neuroglancer_url()}")
+            echo(f"\nopen {server.url} in a browser: the datasets, their URLs, code to copy")
+            echo(f"open in Neuroglancer: {datasets[0].neuroglancer_url()}")
             echo("serving until Ctrl-C")
             try:
                 while True:

@@ -7,19 +7,24 @@ failed, where (the URL) and what to do about it.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "CatalogUnavailableError",
     "CatalogVersionError",
     "ConflictError",
     "CredentialNotFoundError",
     "DatasetNotFoundError",
+    "HostUnreachableError",
     "InvalidExpiryError",
     "InvalidKeyError",
     "InvalidNameError",
     "LayerNotFoundError",
     "LinkNotFoundError",
     "MetadataError",
+    "NothingFoundError",
     "PermissionDeniedError",
+    "ReadTooLargeError",
     "RemoteAccessError",
     "RemoteNotFoundError",
     "RemoteUnavailableError",
@@ -64,6 +69,25 @@ class RemoteAccessError(WkJupyterError, PermissionError):
 
 class RemoteUnavailableError(WkJupyterError, ConnectionError):
     """The remote storage could not be reached or failed (timeout, DNS, 5xx)."""
+
+
+class HostUnreachableError(RemoteUnavailableError):
+    """The host did not answer at all (DNS failure, connection refused, no route)."""
+
+
+class NothingFoundError(WkJupyterError, ValueError):
+    """Exploring found no dataset at the URLs given.
+
+    ``report`` is the :class:`~wkjupyter.ExploreReport` with every attempt.
+    """
+
+    def __init__(self, message: str, report: Any = None) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+class ReadTooLargeError(WkJupyterError, ValueError):
+    """A read would need more memory than the read limit allows (``AccessOptions``)."""
 
 
 class PermissionDeniedError(WkJupyterError, PermissionError):

@@ -7,16 +7,19 @@ Everything Python-facing is ordered (z, y, x); only the webKnossos JSON uses x, 
 from __future__ import annotations
 
 import math
+import operator
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, Any, Union, cast
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
+    from collections.abc import Iterator
     from typing import TypeAlias
 
 __all__ = [
     "LENGTH_UNITS",
     "BoundingBox",
+    "BoxLike",
     "Mag",
     "MagLike",
     "Vec3",
@@ -191,6 +194,83 @@ class BoundingBox:
         return cls(Vec3.of(offset), Vec3.of(shape))
 
     @classmethod
+    def coerce(cls, box: BoxLike, within: BoundingBox | None = None) -> BoundingBox:
+        """A box from any of the forms a read accepts, all (z, y, x) in mag-1 voxels.
+
+        Parameters
+        ----------
+        box
+            A :class:`BoundingBox`; an ``(offset, shape)`` pair, as :meth:`of` takes it
+            (``((0, 0, 0), (64, 64, 64))``); or three ``start:stop`` slices
+            (``np.s_[0:64, 0:64, 0:64]``). Slice bounds are absolute voxel coordinates, not
+            positions counted from the end, so they must not be negative; an open end
+            (``np.s_[:, :, 100:]``) stops at ``within``'s bound.
+        within
+            The box that open slice ends refer to (a layer's bounding box).
+
+        Raises
+        ------
+        TypeError
+            For anything else, such as a flat ``(z0, y0, x0, z1, y1, x1)`` tuple, which could
+            mean bounds or offset and shape.
+        ValueError
+            For a form with bad values: not three numbers per vector, a negative shape, a
+            slice step, a negative or reversed slice, an open slice without ``within``.
+        """
+        if isinstance(box, BoundingBox):
+            return box
+        items = list(box) if isinstance(box, tuple | list) else []
+        if any(isinstance(s, slice) for s in items):
+            if len(items) != 3 or not all(isinstance(s, slice) for s in items):
+                msg = f"a box of slices takes three slices, got {box!r}; {_BOX_FORMS}"
+                raise TypeError(msg)
+            return cls._from_slices(items, within)
+        numbers = [_index(v) is not None for v in items]
+        if len(items) == 2 and not any(numbers):
+            try:
+                return cls(_vec(items[0], "offset"), _vec(items[1], "shape"))
+            except TypeError as err:
+                msg = f"cannot use {box!r} as a box ({err}); {_BOX_FORMS}"
+                raise TypeError(msg) from None
+        if len(items) == 6 and all(numbers):
+            msg = (
+                f"the flat box {tuple(items)!r} is ambiguous (bounds, or offset and shape?); "
+                f"{_BOX_FORMS}"
+            )
+            raise TypeError(msg)
+        msg = f"cannot use {box!r} as a box; {_BOX_FORMS}"
+        raise TypeError(msg)
+
+    @classmethod
+    def _from_slices(cls, slices: Sequence[slice], within: BoundingBox | None) -> BoundingBox:
+        bounds: list[tuple[int, int]] = []
+        for name, s in zip("zyx", slices, strict=True):
+            if s.step not in (None, 1):
+                msg = f"the {name} slice {s!r} has a step; a box takes start:stop slices"
+                raise ValueError(msg)
+            lo, hi = (getattr(within.offset, name), getattr(within.end, name)) if within else (0, 0)
+            if within is None and (s.start is None or s.stop is None):
+                msg = f"the open slice {s!r} ({name}) needs a layer's bounds; give start and stop"
+                raise ValueError(msg)
+            start = lo if s.start is None else _index(s.start)
+            stop = hi if s.stop is None else _index(s.stop)
+            if start is None or stop is None:
+                msg = f"the {name} slice {s!r} needs integer bounds; {_BOX_FORMS}"
+                raise TypeError(msg)
+            if (s.start is not None and start < 0) or (s.stop is not None and stop < 0):
+                msg = (
+                    f"the {name} slice {s!r} is negative: slice bounds are absolute voxel "
+                    "coordinates, not counted from the end; for a box at negative "
+                    "coordinates use BoundingBox.of(offset, shape)"
+                )
+                raise ValueError(msg)
+            if stop < start:
+                msg = f"the {name} slice {s!r} stops before its start"
+                raise ValueError(msg)
+            bounds.append((start, stop))
+        return cls.from_bounds(Vec3.of(b[0] for b in bounds), Vec3.of(b[1] for b in bounds))
+
+    @classmethod
     def from_bounds(cls, start: Vec3, end: Vec3) -> BoundingBox:
         """The box [start, end); empty (shape 0) where end <= start."""
         return cls(start, (end - start).maximum(Vec3(0, 0, 0)))
@@ -251,6 +331,41 @@ class BoundingBox:
 
     def __repr__(self) -> str:
         return f"BoundingBox(offset={self.offset.as_tuple()}, shape={self.shape.as_tuple()})"
+
+
+#: What a read takes as a box: see :meth:`BoundingBox.coerce`.
+BoxLike: TypeAlias = BoundingBox | Sequence[Iterable[int]] | Sequence[slice]
+_BOX_FORMS = (
+    "give BoundingBox.of(offset, shape), an (offset, shape) pair such as "
+    "((0, 0, 0), (64, 64, 64)) or three slices such as np.s_[0:64, 0:64, 0:64], "
+    "all (z, y, x) in mag-1 voxels"
+)
+
+
+def _index(value: Any) -> int | None:
+    """``value`` as an int if it is an integer (numpy's too), else None (bools and floats)."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
+
+
+def _vec(value: object, what: str) -> Vec3:
+    if isinstance(value, Vec3):
+        return value
+    if not isinstance(value, Iterable) or isinstance(value, str | bytes):
+        msg = f"the {what} {value!r} is not three integers"
+        raise TypeError(msg)
+    items = [_index(v) for v in value]
+    if len(items) != 3:
+        msg = f"the {what} {value!r} takes three numbers (z, y, x), got {len(items)}"
+        raise ValueError(msg)
+    if None in items:
+        msg = f"the {what} {value!r} is not three integers"
+        raise TypeError(msg)
+    return Vec3(*cast("list[int]", items))
 
 
 # UDUNITS-2 length names as OME-NGFF allows them, with their size in nanometers.

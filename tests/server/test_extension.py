@@ -461,3 +461,93 @@ async def test_links_of_every_dataset(fetch: Any, prepared: Prepared) -> None:
     links = body_of(response)["links"]
     assert sorted(link["dataset"] for link in links) == ["priv", "pub"]
     assert all(link["url"].endswith("/") and "/wkjupyter/links/" in link["url"] for link in links)
+
+
+# -- where a user lands ----------------------------------------------------------------------------
+
+
+async def landing_names(fetch: Any, path: str, auth: bool) -> list[str]:
+    response = await fetch(path, params={"format": "json"}, auth=auth)
+    assert response.code == 200, response.body
+    return [d["name"] for d in body_of(response)["datasets"]]
+
+
+@pytest.mark.parametrize("path", ["wkjupyter/", "wkjupyter/zarr/", "wkjupyter/zarr3/"])
+async def test_landing_pages_show_what_the_caller_may_see(
+    fetch: Any, path: str, jp_http_port: int, jp_base_url: str
+) -> None:
+    assert await landing_names(fetch, path, auth=False) == ["pub"]
+    assert await landing_names(fetch, path, auth=True) == ["priv", "pub"]  # the owner
+    response = await fetch(path, auth=False, headers={"Accept": "text/html"})
+    assert response.code == 200
+    assert response.headers["Content-Type"] == "text/html; charset=utf-8"
+    page = response.body.decode()
+    root = f"http://127.0.0.1:{jp_http_port}{jp_base_url}wkjupyter/"
+    tree = path.removeprefix("wkjupyter/") or "zarr/"
+    assert f"{root}{tree}pub/" in page
+    assert "/priv/" not in page
+    assert "neuroglancer-demo.appspot.com/#!" in page
+    response = await fetch(path, auth=False, headers={"Accept": "application/json"})
+    doc = body_of(response)
+    assert doc["entries"] == (["zarr/", "zarr3/"] if path == "wkjupyter/" else ["pub/"])
+    assert doc["datasets"][0]["zarr_url"] == f"{root}zarr/pub/"
+    assert doc["datasets"][0]["zarr3_url"] == f"{root}zarr3/pub/"
+
+
+@pytest.mark.parametrize("wk_user", [VIEWER])
+async def test_landing_page_of_a_viewer(fetch: Any, prepared: Prepared) -> None:
+    assert await landing_names(fetch, "wkjupyter/", auth=True) == ["pub"]
+    prepared.hub.dataset("priv").public = True
+    assert await landing_names(fetch, "wkjupyter/zarr3/", auth=False) == ["priv", "pub"]
+
+
+async def test_landing_page_escapes(fetch: Any, prepared: Prepared) -> None:
+    prepared.hub.dataset("pub").description = "<img src=x onerror=alert(1)> & co"
+    page = (await fetch("wkjupyter/", auth=False)).body.decode()
+    assert "<img src=x" not in page
+    assert "&lt;img src=x onerror=alert(1)&gt; &amp; co" in page
+
+
+async def test_landing_redirects_to_the_slash(fetch: Any) -> None:
+    for path, location in (("wkjupyter", "wkjupyter/"), ("wkjupyter/zarr", "zarr/")):
+        response = await fetch(path, auth=False, follow_redirects=False)
+        assert (response.code, response.headers["Location"]) == (301, location)
+
+
+# -- logs --------------------------------------------------------------------------------------
+
+LOGGED_SECRETS = {
+    "token": "tok3n-abc",
+    "password": "hunt3r2",
+    "Secret": "s3cret-val",
+    "X-Amz-Signature": "deadbeefcafe",
+    "X-Amz-Credential": "AKIAEXAMPLE",
+}
+
+
+async def test_no_secret_query_parameter_reaches_the_jupyter_log(
+    fetch: Any, jp_serverapp: ServerApp, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Jupyter scrubs only some names (``token``, ``key``, ... case-sensitively), and tornado's
+    warnings not at all; the extension redacts the rest in every record of its server."""
+    logger = jp_serverapp.log
+    level = logger.level
+    logger.addHandler(caplog.handler)
+    logger.setLevel(logging.DEBUG)
+    params = {"format": "json", **LOGGED_SECRETS}
+    try:
+        for path, status in (
+            ("wkjupyter/api/datasets", 403),  # refused: a warning with the URL
+            ("wkjupyter/zarr/nope/.zgroup", 404),
+            ("wkjupyter/zarr/pub/.zgroup", 200),
+            ("wkjupyter/", 200),
+            ("wkjupyter/no/such/route", 404),  # Jupyter's own 404
+        ):
+            response = await fetch(path, params=params, auth=False)
+            assert response.code == status, path
+    finally:
+        logger.removeHandler(caplog.handler)
+        logger.setLevel(level)
+    logged = [r.getMessage() for r in caplog.records]
+    assert len([line for line in logged if "password=[secret]" in line]) >= 5, logged
+    assert not [line for line in logged if any(v in line for v in LOGGED_SECRETS.values())]

@@ -1,4 +1,4 @@
-"""HTTP semantics of the data routes, as every Zarr client needs them (ARCHITECTURE.md §5,
+"""HTTP semantics of the data routes, as every Zarr client needs them (docs/architecture.md §6,
 ``reference/jupyter-and-clients.md`` §4): GET and HEAD everywhere, CORS on every answer,
 byte ranges, strong ETags, directory redirects and listings, and 404 only for absent keys."""
 

@@ -23,6 +23,7 @@ from yarl import URL
 
 from wkjupyter.demo import make_volume, write_demo
 from wkjupyter.errors import (
+    HostUnreachableError,
     InvalidKeyError,
     RemoteAccessError,
     RemoteNotFoundError,
@@ -54,7 +55,7 @@ def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def failed(report: ExploreReport, *phrases: str) -> ExploreStep:
     """The failed step whose message holds every phrase; the report found nothing."""
-    assert report.datasource is None, report
+    assert not report, report
     for step in report.errors:
         if all(p in step.message for p in phrases):
             return step
@@ -165,7 +166,7 @@ def test_multiscales_pointing_at_a_missing_array(bad_url: Any) -> None:
 def test_precomputed_without_info(bad_url: Any) -> None:
     url = bad_url("no_info")
     report = explore(url)
-    assert report.datasource is None
+    assert not report
     assert not report.ok
     tried = [s for s in report.steps if s.url == url]
     assert {s.format for s in tried} >= {"neuroglancer-precomputed", "zarr", "n5"}
@@ -207,7 +208,7 @@ def test_nothing_there_404(http_server: HTTPServerFactory, demo_root: Path) -> N
     server = http_server(demo_root)
     url = server.url_for("no/such/dataset")
     report = explore(url)
-    assert report.datasource is None
+    assert not report
     assert report.steps
     assert all(s.outcome == "no match" for s in report.steps[:-1]), report
     assert all(s.url.startswith(url) for s in report.steps)
@@ -227,6 +228,33 @@ def test_unreachable_host() -> None:
     assert url in step.message
     with pytest.raises(RemoteUnavailableError, match="cannot reach"):
         asyncio.run(Store(url).get(".zattrs"))
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_an_unreachable_host_is_one_step(scheme: str) -> None:
+    url = f"{scheme}://127.0.0.1:{closed_port()}/x.zarr"
+    report = explore(url)
+    (step,) = report.steps  # not one per format
+    assert (step.url, step.format, step.outcome) == (url, "host", "failed")
+    assert step.message.startswith("the host did not answer, so no format was tried: cannot reach")
+    assert step.message.endswith("; check the host name and your network")
+    with pytest.raises(HostUnreachableError) as info:
+        asyncio.run(Store(url).get(".zattrs"))
+    assert isinstance(info.value, RemoteUnavailableError)
+
+
+def test_an_unsupported_scheme_speaks_of_the_url() -> None:
+    report = explore("ftp://example.org/x.zarr")
+    (step,) = report.steps
+    assert (step.format, step.outcome) == ("url", "failed")
+    assert step.message == (
+        "'ftp://example.org/x.zarr' uses 'ftp://', which wkjupyter cannot read; give a local "
+        "path or a URL at http(s)://, gs://, s3://, s3+http(s):// or file:// (Neuroglancer "
+        "sources such as precomputed://gs://bucket/path or gs://bucket/path|zarr3: work too)"
+    )
+    # A Neuroglancer source keeps speaking of the source.
+    (step,) = explore("zarr://ftp://example.org/x.zarr").steps
+    assert step.message.startswith("The Neuroglancer source 'zarr://ftp://example.org/x.zarr'")
 
 
 def test_timeout(http_server: HTTPServerFactory, demo_root: Path) -> None:
@@ -290,7 +318,7 @@ def test_hanging_chunk_times_out(
 def test_s3_missing_bucket_and_wrong_key(moto_s3: MotoS3Server) -> None:
     cred = S3Credential(moto_s3.key_id, moto_s3.secret, endpoint_url=moto_s3.endpoint_url)
     report = explore("s3://no-such-bucket-here/data.zarr", credential=cred)
-    assert report.datasource is None
+    assert not report
     wrong = S3Credential("AKIAWRONG000000", "the-wrong-secret", endpoint_url=moto_s3.endpoint_url)
     bucket = moto_s3.make_bucket()
     url = f"s3://{bucket}/data.zarr"
@@ -317,7 +345,7 @@ def test_gcs_credential_secrets_stay_out_of_messages(gcs_emulator: GCSEmulator) 
     cred = GcsCredential(json.dumps(account), endpoint_url=gcs_emulator.endpoint_url)
     bucket = gcs_emulator.make_bucket()
     report = explore(f"gs://{bucket}/x.zarr", credential=cred, options=AccessOptions(timeout=5))
-    assert report.datasource is None
+    assert not report
     text = str(report) + repr(report) + "".join(s.message for s in report.steps)
     for secret in ("not-really-a-key-but-secret", "0123456789abcdef"):
         assert secret not in text

@@ -50,7 +50,7 @@ def test_zarr_missing_chunks_are_fetched_once(
     server = http_server(tmp_path)
     report = explore(server.url_for("s.zarr"))
     layer = next(iter(report.require_datasource().layers.values()))
-    array = asyncio.run(layer.open_array())
+    array = layer.open_array()
     server.reset_log()
     assert isinstance(asyncio.run(array.raw_or_decoded((0, 0, 0, 0))), RawChunk)
     assert asyncio.run(array.raw_or_decoded((0, 1, 1, 1))) is None

@@ -404,7 +404,7 @@ def test_codecs_without_a_sync_decoder(tmp_path: Path) -> None:
 
 def step_message(url: Path | str) -> str:
     report = explore(str(url))
-    assert report.datasource is None, report
+    assert not report, report
     failed = [s for s in report.steps if s.outcome == "failed"]
     assert failed, report
     return " ".join(s.message for s in failed)

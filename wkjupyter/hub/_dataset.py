@@ -10,7 +10,7 @@ from wkjupyter.catalog import access
 from wkjupyter.catalog import credentials as cred_service
 from wkjupyter.catalog import datasets as ds_service
 from wkjupyter.catalog import links as link_service
-from wkjupyter.datasource import DataSource, Layer, MagLevel
+from wkjupyter.datasource import DataSource, Layer, LayerDict, MagLevel
 from wkjupyter.hub._link import (
     NEUROGLANCER_DEMO,
     Link,
@@ -145,8 +145,10 @@ class Dataset:
         return self._hub._run(body)
 
     @property
-    def layers(self) -> dict[str, Layer]:
-        return self.datasource.layers
+    def layers(self) -> LayerDict:
+        """The layers by name, reading with the stored credentials (an unknown name raises
+        :class:`~wkjupyter.errors.LayerNotFoundError` naming the layers there are)."""
+        return LayerDict(self.datasource.layers, f"dataset {self.name!r}")
 
     def __getitem__(self, layer: str) -> Layer:
         return self.layers[layer]
@@ -164,7 +166,8 @@ class Dataset:
     def add_layers(
         self, report_or_url: ExploreReport | str | list[str], credential: Credential | None = None
     ) -> None:
-        """Add the layers of another source (names made unique, voxel sizes reconciled)."""
+        """Add the layers of another source: names made unique, voxel sizes that are integer
+        multiples of the dataset's merged into mags, others kept as the layer's own."""
         new = self._hub._datasource_of(report_or_url, credential)
 
         def body(session: Session, actor: User) -> None:
@@ -180,8 +183,9 @@ class Dataset:
             merged = merge_layers(
                 record.slug, [*current.layers.values(), *new.layers.values()], steps
             )
-            if steps:
-                raise ValueError("; ".join(s.message for s in steps))
+            failed = [s for s in steps if not s.ok]
+            if failed:
+                raise ValueError("; ".join(s.message for s in failed))
             ds_service.update_datasource(session, actor, record, merged)
 
         self._hub._run(body)

@@ -146,6 +146,12 @@ class Hub:
 
         ``report_or_url`` is an :class:`ExploreReport` (reviewed, maybe edited) or URLs to
         explore now. A ``credential`` is stored encrypted and used whenever the data is read.
+
+        Raises
+        ------
+        NothingFoundError
+            Exploring found no dataset: the message says why and what to do, and
+            ``err.report`` holds every attempt.
         """
         datasource = self._datasource_of(report_or_url, credential)
 

@@ -11,7 +11,7 @@ from wkjupyter.catalog import links as link_service
 from wkjupyter.catalog.models import DatasetRecord
 from wkjupyter.datasource import DataSource
 from wkjupyter.errors import LayerNotFoundError, WkJupyterError
-from wkjupyter.sources.neuroglancer import neuroglancer_state_url
+from wkjupyter.sources.neuroglancer import NEUROGLANCER_DEMO, neuroglancer_state_url
 
 if TYPE_CHECKING:
     import datetime as dt
@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 __all__ = ["NEUROGLANCER_DEMO", "Link", "ZarrFormat", "check_layers", "url_segment", "zarr_tree"]
 
 ZarrFormat = Literal[2, 3]
-NEUROGLANCER_DEMO: Final = "https://neuroglancer-demo.appspot.com"
 _TREES: Final[dict[int, str]] = {2: "zarr", 3: "zarr3"}
 
 
@@ -63,12 +62,19 @@ class Link:
     def url(self) -> str:
         """The link's root: ``{public_url}wkjupyter/links/<token>/``.
 
-        Relative (``/wkjupyter/links/<token>/``) while no public URL of the server is known
-        (see :attr:`Hub.public_url`).
+        Raises
+        ------
+        ServerNotFoundError
+            No public URL of the server is known (see :attr:`Hub.public_url`): a link
+            without its server's address would not work for anyone it is sent to. The
+            message says how to give one; :attr:`path` is the part that does not need it.
         """
-        path = f"wkjupyter/links/{self.token}/"
-        base = self._hub.public_url
-        return f"{base}{path}" if base else f"/{path}"
+        return f"{self._hub._require_public_url()}{self.path}"
+
+    @property
+    def path(self) -> str:
+        """The link's root below the server's public URL: ``wkjupyter/links/<token>/``."""
+        return f"wkjupyter/links/{self.token}/"
 
     def layer_url(self, layer: str, *, zarr_format: ZarrFormat = 2) -> str:
         """The OME-Zarr URL of one layer the link grants (``zarr/`` or ``zarr3/`` tree).
@@ -166,9 +172,12 @@ class Link:
         self._hub._run(lambda s, a: link_service.revoke_link(s, a, self.id))
 
     def to_json(self) -> str:
+        """The link as JSON; ``url`` is ``null`` while no server URL is known (``path`` is
+        the part below it)."""
         r = self._record()
+        url = f"{self._hub.public_url}{self.path}" if self._hub.public_url else None
         return json.dumps(
-            {"id": self.id, "url": self.url, "label": r.label,
+            {"id": self.id, "url": url, "path": self.path, "label": r.label,
              "expires_at": r.expires_at.isoformat() if r.expires_at else None,
              "revoked": r.revoked_at is not None, "use_count": r.use_count},
         )  # fmt: skip

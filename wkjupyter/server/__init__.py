@@ -1,4 +1,4 @@
-"""Serve every dataset and link as OME-Zarr over HTTP (ARCHITECTURE.md §5).
+"""Serve every dataset and link as OME-Zarr over HTTP (docs/architecture.md §6).
 
 The Zarr v2 / NGFF 0.4 tree lives under ``zarr/``, the Zarr v3 / NGFF 0.5 tree under
 ``zarr3/`` and what a share link grants under ``links/<token>/``; the REST API under

@@ -1,4 +1,4 @@
-"""Parse and validate the data-route paths of the Zarr trees (ARCHITECTURE.md §5).
+"""Parse and validate the data-route paths of the Zarr trees (docs/architecture.md §6).
 
 The path is the part after ``{base_url}wkjupyter/``, already percent-decoded once by the
 caller and without the query string::

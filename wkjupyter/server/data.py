@@ -150,7 +150,7 @@ class DatasetView:
 
     async def _open(self, layer: Layer) -> ServedLayer:
         mags = list(layer.mags)
-        readers = await asyncio.gather(*(layer.open_array(m) for m in mags))
+        readers = await asyncio.gather(*(layer.open_array_async(m) for m in mags))
         arrays = {}
         for mag, reader in zip(mags, readers, strict=True):
             served = served_array(

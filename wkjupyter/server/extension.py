@@ -24,12 +24,13 @@ from wkjupyter.server import runtime
 from wkjupyter.server.data import DataService, ServeOptions
 from wkjupyter.server.handlers import (
     DATA_ROUTE,
+    LANDING_ROUTE,
     LINK_ROOT_ROUTE,
     DataRoutes,
+    LandingRoutes,
     LinkRootRoutes,
-    RedactLinkTokens,
-    redact_request_logs,
 )
+from wkjupyter.server.redact import redact_request_logs
 from wkjupyter.server.rest import API_ROLES, ApiRoutes, ApiState, api_handlers
 from wkjupyter.server.view import CHUNK_CODECS
 
@@ -124,15 +125,16 @@ class WkJupyter(ExtensionApp):
             local_roots=[Path(r).expanduser() for r in roots],
         )
         self.settings.update({"wkjupyter_data": self._data, "wkjupyter_api": api})
-        redact_request_logs()
-        if self.serverapp is not None:  # Jupyter logs 404s of unknown routes itself
-            self.serverapp.log.addFilter(RedactLinkTokens())
+        # Jupyter logs its own 404s and every request line with its application log, and
+        # scrubs only some query parameters (case-sensitively): redact them all there too.
+        redact_request_logs(*([self.serverapp.log] if self.serverapp is not None else []))
         self.log.info("wkjupyter: serving the catalog %r", catalog)
 
     def initialize_handlers(self) -> None:
         prefix = "/wkjupyter/"
         self.handlers.extend(
             [
+                ("/" + LANDING_ROUTE, JupyterLandingHandler),  # before DATA_ROUTE ("zarr/")
                 (prefix + DATA_ROUTE, JupyterDataHandler),
                 (prefix + LINK_ROOT_ROUTE, JupyterLinkRootHandler),
                 *api_handlers(prefix, JUPYTER_API),
@@ -212,6 +214,24 @@ class JupyterLinkRootHandler(_JupyterUser, LinkRootRoutes, JupyterHandler):
     @allow_unauthenticated
     async def head(self, token: str) -> None:
         await self._get(token, head=True)
+
+    @allow_unauthenticated
+    async def options(self, *args: Any) -> None:
+        await self._options()
+
+
+class JupyterLandingHandler(_JupyterUser, LandingRoutes, JupyterHandler):
+    """The landing pages in the Jupyter server: a login shows private datasets too."""
+
+    LOGIN_HINT = "Log in to Jupyter to also see the private datasets you may read."
+
+    @allow_unauthenticated
+    async def get(self, rest: str | None) -> None:
+        await self._get(rest, head=False)
+
+    @allow_unauthenticated
+    async def head(self, rest: str | None) -> None:
+        await self._get(rest, head=True)
 
     @allow_unauthenticated
     async def options(self, *args: Any) -> None:

@@ -1,14 +1,16 @@
 """Tornado handlers of the data routes, shared by the Jupyter extension and ``wkjupyter serve``.
 
-:class:`DataRoutes` holds the HTTP semantics every Zarr client needs (ARCHITECTURE.md §5,
+:class:`DataRoutes` holds the HTTP semantics every Zarr client needs (docs/architecture.md §6,
 ``reference/jupyter-and-clients.md`` §4): GET and HEAD on every route, OPTIONS preflight,
 CORS on every answer (errors included), single byte ranges (416 when unsatisfiable), strong
 ETags with 304, 404 only for keys that do not exist, 502/503/504 with a reason when the
 dataset's storage fails. Each host mixes it into its own handler base class: the extension
 into ``JupyterHandler`` (never ``APIHandler``: its ``prepare`` 404s cross-origin requests),
-the standalone app into ``tornado.web.RequestHandler``.
+the standalone app into ``tornado.web.RequestHandler``. :class:`LandingRoutes` answers
+``{base_url}wkjupyter/`` and the two trees' roots with the datasets the caller may see.
 
-Link tokens are secrets: they are cut out of the request line before anything logs it.
+Link tokens and credential query parameters are secrets: they are cut out of the request line
+before anything logs it (:mod:`wkjupyter.server.redact`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from tornado import web
 
@@ -29,6 +31,7 @@ from wkjupyter.errors import (
     RemoteUnavailableError,
     UnsupportedFormatError,
 )
+from wkjupyter.server import landing
 from wkjupyter.server._http import (
     RangeNotSatisfiable,
     body_etag,
@@ -37,20 +40,22 @@ from wkjupyter.server._http import (
     parse_range,
 )
 from wkjupyter.server._keys import AbsentKeyError, parse_data_path
-from wkjupyter.server.data import JSON_TYPE, ChunkKeyError, listing_reply
+from wkjupyter.server.data import HTML_TYPE, JSON_TYPE, ChunkKeyError, Reply, listing_reply
+from wkjupyter.server.redact import redact_uri
+from wkjupyter.server.rest import server_url
 
 if TYPE_CHECKING:
     from wkjupyter.catalog.access import Grant
-    from wkjupyter.server._keys import DataPath
-    from wkjupyter.server.data import DataService, Reply
+    from wkjupyter.server._keys import DataPath, Tree
+    from wkjupyter.server.data import DataService
 
 __all__ = [
     "DATA_ROUTE",
+    "LANDING_ROUTE",
+    "LINK_ROOT_ROUTE",
     "DataRoutes",
+    "LandingRoutes",
     "LinkRootRoutes",
-    "RedactLinkTokens",
-    "redact_request_logs",
-    "redact_uri",
 ]
 
 log = logging.getLogger("wkjupyter.server")
@@ -61,6 +66,9 @@ log = logging.getLogger("wkjupyter.server")
 DATA_ROUTE = r"((?:zarr|zarr3)/.*|links/[^/]+/.+)"
 #: A link's root (``Link.url``): lists the two trees.
 LINK_ROOT_ROUTE = r"links/([^/]+)/?"
+#: ``{base_url}wkjupyter`` and its trees ``zarr``, ``zarr3``, with or without the final "/"
+#: (the group: None, "/", "/zarr", "/zarr/", ...). Below ``{base_url}``, before DATA_ROUTE.
+LANDING_ROUTE = r"wkjupyter(/(?:zarr3?/?)?)?"
 
 NOT_FOUND = json.dumps(
     {
@@ -70,41 +78,7 @@ NOT_FOUND = json.dumps(
     }
 ).encode()
 
-# Also with doubled slashes, which reach no route but are still logged (tornado's 404).
-_LINK_IN_PATH = re.compile(r"(wkjupyter/+links/+)[^/?#\s\"']+")
 _SLASHES = re.compile(r"/{2,}")
-
-
-def redact_uri(uri: str) -> str:
-    """``uri`` with any link token replaced by ``<token>`` (for logs)."""
-    return _LINK_IN_PATH.sub(r"\1<token>", uri)
-
-
-class RedactLinkTokens(logging.Filter):
-    """Cuts link tokens out of every record of the logger it is added to.
-
-    The handlers redact the request line they log themselves; this catches what other
-    handlers log (tornado's or Jupyter's 404 for a path outside every route).
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        redacted = redact_uri(message)
-        if redacted != message:
-            record.msg, record.args = redacted, None
-        return True
-
-
-_REDACTING = RedactLinkTokens()
-_LOGGERS = ("tornado.access", "tornado.general", "tornado.application", "ServerApp")
-
-
-def redact_request_logs() -> None:
-    """Add :class:`RedactLinkTokens` to the loggers that log request lines (idempotent)."""
-    for name in _LOGGERS:
-        logger = logging.getLogger(name)
-        if _REDACTING not in logger.filters:
-            logger.addFilter(_REDACTING)
 
 
 class _Routes(web.RequestHandler):
@@ -311,6 +285,34 @@ class LinkRootRoutes(_Routes):
             return None
         self._count(grant)
         return listing_reply(["zarr/", "zarr3/"], grant.slug)
+
+
+class LandingRoutes(_Routes):
+    """``{base_url}wkjupyter/``, ``zarr/`` and ``zarr3/``: the datasets this caller may see
+    (:mod:`wkjupyter.server.landing`), as HTML or JSON."""
+
+    #: Tells an anonymous caller how to see private datasets (hosts say how to log in).
+    LOGIN_HINT: ClassVar[str] = "Private datasets are listed for logged-in users only."
+
+    async def _get(self, rest: str | None, head: bool) -> None:
+        if rest is None or not rest.endswith("/"):
+            # Relative, so it also works behind proxies that strip a prefix.
+            last = "wkjupyter" if rest is None else rest.strip("/")
+            query = self.request.query
+            self.redirect(f"{last}/" + (f"?{query}" if query else ""), permanent=True)
+            return
+        tree = cast("Tree | None", rest.strip("/") or None)  # LANDING_ROUTE: zarr or zarr3
+        await self._answer(self._page(tree), head)
+
+    async def _page(self, tree: Tree | None) -> Reply:
+        user = self._user()
+        root = f"{server_url(self)}wkjupyter/"
+        listed = await self.service.in_catalog(lambda s: landing.visible(s, user, root))
+        self.set_header("Vary", "Accept")
+        if _wants_json(self.request):
+            return Reply(json.dumps(landing.as_json(listed, tree)).encode(), JSON_TYPE)
+        self.set_header("Content-Security-Policy", landing.CSP)
+        return Reply(landing.page(listed, tree, root, self.LOGIN_HINT).encode(), HTML_TYPE)
 
 
 def _wants_json(request: Any) -> bool:

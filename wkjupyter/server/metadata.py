@@ -26,13 +26,14 @@ from urllib.parse import quote
 
 import numpy as np
 
-from wkjupyter.datasource import ChannelInfo, Layer, MagLevel
+from wkjupyter.datasource import ChannelInfo, Layer, MagLevel, voxel_size_note
 from wkjupyter.errors import UnsupportedFormatError
 from wkjupyter.geometry import Mag, Vec3
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from wkjupyter.geometry import VoxelSize
     from wkjupyter.server._keys import Tree
     from wkjupyter.server.view import ServedArray, ServedDataset, ServedLayer
 
@@ -373,7 +374,7 @@ def _mag_offset(layer: ServedLayer, array: ServedArray, mag: Mag) -> Vec3:
     )
 
 
-def _wk_layer(layer: ServedLayer, tree: Tree) -> JSON | None:
+def _wk_layer(layer: ServedLayer, tree: Tree, voxel_size: VoxelSize) -> JSON | None:
     axis_order = {name: i for i, name in enumerate(layer.axis_names)}
     mags: dict[Mag, MagLevel] = {}
     for array in layer.arrays.values():
@@ -400,7 +401,7 @@ def _wk_layer(layer: ServedLayer, tree: Tree) -> JSON | None:
         largest_segment_id=layer.largest_segment_id if is_label(layer) else None,
     )
     try:
-        d = model.to_wk()
+        d = model.to_wk(voxel_size)
     except UnsupportedFormatError:
         return None
     # The served arrays put extra axes first, not after c as webKnossos' own arrays do.
@@ -418,16 +419,47 @@ def datasource_properties(ds: ServedDataset, tree: Tree) -> JSON:
     into the served (*extra, c, z, y, x) dimensions, ``additionalAxes`` with the same indices,
     and an array that does not start at voxel 0 of its mag as ``wkjupyter.offset``.
 
+    This format has one voxel size per dataset (``scale``): the dataset's, or the first
+    served layer's if no served layer has it (a link may grant only some layers). A layer
+    with a voxel size of its own (not expressible as mags: a 6 x 6 x 35 nm image beside an
+    8 x 8 x 40 nm segmentation) is kept, described in its own voxels and placed exactly by
+    an affine ``coordinateTransformations`` scale, as webKnossos' own explorer places such
+    layers, with its exact voxel size in its ``wkjupyter.voxelSize``. It is not resampled
+    (webKnossos resamples it on the fly for display, and volume-annotates it only when
+    rendered without the transformation).
+
     Layers whose dtype has no webKnossos ``elementClass`` (e.g. bool, float16, complex) are
     left out: they stay readable in the Zarr tree but webKnossos could not load them.
+
+    What the file cannot express, each layer with its own voxel size and each layer left out,
+    is said in plain words in the top-level ``wkjupyter.notes`` list (which webKnossos
+    ignores); the key is absent when there is nothing to say.
     """
-    layers = [_wk_layer(layer, tree) for layer in ds.layers.values()]
-    return {
+    voxel_size = ds.voxel_size
+    if ds.layers and all(layer.voxel_size != voxel_size for layer in ds.layers.values()):
+        voxel_size = next(iter(ds.layers.values())).voxel_size
+    layers, notes = [], []
+    for layer in ds.layers.values():
+        d = _wk_layer(layer, tree, voxel_size)
+        if d is None:
+            notes.append(
+                f"layer {layer.name!r} is left out: its dtype, {layer.dtype.name}, has no "
+                f"webKnossos elementClass; read it from the Zarr tree at ./{layer.name}/"
+            )
+            continue
+        layers.append(d)
+        note = voxel_size_note(layer.name, layer.voxel_size, voxel_size)
+        if note is not None:
+            notes.append(note)
+    doc: JSON = {
         "id": {"name": ds.name, "team": ""},
-        "scale": {"factor": ds.voxel_size.to_xyz(), "unit": ds.voxel_size.unit},
-        "dataLayers": [d for d in layers if d is not None],
+        "scale": {"factor": voxel_size.to_xyz(), "unit": voxel_size.unit},
+        "dataLayers": layers,
         "version": 1,
     }
+    if notes:
+        doc["wkjupyter"] = {"notes": notes}
+    return doc
 
 
 # -- listings ------------------------------------------------------------------------------------

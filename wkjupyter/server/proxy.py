@@ -4,6 +4,9 @@ Registered under ``jupyter_serverproxy_servers`` in ``pyproject.toml``. The prox
 ``{base_url}wkjupyter-serve/`` prefix, so the standalone app serves at ``/``; the proxy admits
 only logged-in Jupyter users (jupyter-server-proxy cannot disable that), so this is for
 trying a deployment from JupyterLab, while external viewers use the extension's own routes.
+The launcher opens the standalone app's landing page (``wkjupyter/``). The proxy forwards the
+browser's query string, Jupyter's ``?token=`` included: the app's logs redact it
+(:mod:`wkjupyter.server.redact`).
 """
 
 from __future__ import annotations

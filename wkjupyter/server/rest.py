@@ -65,7 +65,7 @@ if TYPE_CHECKING:
     from wkjupyter.server.data import DataService
     from wkjupyter.sources._fs import Credential
 
-__all__ = ["ApiRoutes", "ApiState", "api_handlers"]
+__all__ = ["ApiRoutes", "ApiState", "api_handlers", "server_url"]
 
 T = TypeVar("T")
 _MAX_BODY = 1 << 20
@@ -99,6 +99,16 @@ class ApiState:
     @property
     def box(self) -> SecretBox:
         return self.data.box
+
+
+def server_url(handler: web.RequestHandler) -> str:
+    """The server's public base URL (ending in "/") as seen by ``handler``'s request: the
+    configured ``public_url``, else the request's scheme, host and the app's ``base_url``."""
+    state: ApiState = handler.settings["wkjupyter_api"]
+    if state.public_url:
+        return state.public_url
+    base = handler.settings.get("base_url", "/")
+    return f"{handler.request.protocol}://{handler.request.host}{base}"
 
 
 class ApiError(Exception):
@@ -183,10 +193,7 @@ class ApiRoutes(web.RequestHandler):
         super()._handle_request_exception(e)
 
     def server_url(self) -> str:
-        if self.api.public_url:
-            return self.api.public_url
-        base = self.settings.get("base_url", "/")
-        return f"{self.request.protocol}://{self.request.host}{base}"
+        return server_url(self)
 
     def urls_of(self, slug: str) -> dict[str, str]:
         root = f"{self.server_url()}wkjupyter"
@@ -366,7 +373,7 @@ class ExploreApi(ApiRoutes):
 
     async def post(self) -> None:
         report, _ = await self.explore(self.body())
-        datasource = report.datasource
+        datasource = report.datasource if report else None
         self.reply(
             {
                 "found": datasource is not None,

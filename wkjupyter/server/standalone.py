@@ -25,11 +25,13 @@ from tornado.netutil import bind_sockets
 from wkjupyter.server.data import DataService, ServeOptions
 from wkjupyter.server.handlers import (
     DATA_ROUTE,
+    LANDING_ROUTE,
     LINK_ROOT_ROUTE,
     DataRoutes,
+    LandingRoutes,
     LinkRootRoutes,
-    redact_request_logs,
 )
+from wkjupyter.server.redact import redact_request_logs, redact_uri
 from wkjupyter.server.rest import API_ROLES, ApiRoutes, ApiState, api_handlers
 
 if TYPE_CHECKING:
@@ -82,6 +84,22 @@ class LinkRootHandler(_TokenUser, LinkRootRoutes):
         await self._options()
 
 
+class LandingHandler(_TokenUser, LandingRoutes):
+    LOGIN_HINT = (
+        "Private datasets are listed for requests with the server's API token "
+        "(Authorization: token <token>); anyone reads them through a link."
+    )
+
+    async def get(self, rest: str | None) -> None:
+        await self._get(rest, head=False)
+
+    async def head(self, rest: str | None) -> None:
+        await self._get(rest, head=True)
+
+    async def options(self, *args: Any) -> None:
+        await self._options()
+
+
 class _TokenApi(ApiRoutes):
     def prepare(self) -> None:
         if not _has_token(self):
@@ -116,6 +134,7 @@ def make_app(
     prefix = f"{base}wkjupyter/"
     api = ApiState(data=data, owner=owner, public_url=public_url, local_roots=local_roots or [])
     handlers: list[Any] = [
+        (base + LANDING_ROUTE, LandingHandler),  # before DATA_ROUTE, which matches "zarr/"
         (prefix + DATA_ROUTE, DataHandler),
         (prefix + LINK_ROOT_ROUTE, LinkRootHandler),
         *api_handlers(prefix, STANDALONE_API),
@@ -133,12 +152,14 @@ def make_app(
 def log_request(handler: web.RequestHandler) -> None:
     """Log a finished request as Jupyter does: successes at DEBUG (one line per chunk would
     swamp the log and cost a twentieth of the serving time), client errors at INFO, server
-    errors at WARNING. Request lines are already redacted (no link tokens)."""
+    errors at WARNING. Secrets in the request line (link tokens, credential query parameters)
+    are redacted for every route, unmatched paths included."""
     status = handler.get_status()
     level = logging.DEBUG if status < 400 else logging.INFO if status < 500 else logging.WARNING
     if access_log.isEnabledFor(level):
         took = 1000.0 * handler.request.request_time()
-        access_log.log(level, "%d %s %.2fms", status, handler._request_summary(), took)
+        summary = redact_uri(handler._request_summary())
+        access_log.log(level, "%d %s %.2fms", status, summary, took)
 
 
 def listen(app: web.Application, host: str, port: int) -> tuple[HTTPServer, str]:
@@ -197,7 +218,8 @@ class BackgroundServer:
     Attributes
     ----------
     url
-        The data routes' root, ``http://<host>:<port>/wkjupyter/`` (set by :meth:`start`).
+        The data routes' root and landing page, ``http://<host>:<port>{base_url}wkjupyter/``
+        (set by :meth:`start`).
     token
         The API token (``Authorization: token <token>``).
     data
@@ -211,6 +233,7 @@ class BackgroundServer:
         owner: str,
         host: str = "127.0.0.1",
         port: int = 0,
+        base_url: str = "/",
         token: str | None = None,
         options: ServeOptions | None = None,
         local_roots: list[Path] | None = None,
@@ -220,7 +243,7 @@ class BackgroundServer:
         self.owner = owner
         self.token = token or secrets.token_urlsafe(32)
         self.url = ""
-        self._host, self._port = host, port
+        self._host, self._port, self._base_url = host, port, base_url
         self._options, self._roots, self._log_function = options, local_roots, log_function
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
@@ -238,8 +261,8 @@ class BackgroundServer:
     async def _start(self) -> None:
         self.data = DataService(self.catalog, self._options)
         self.app = make_app(
-            self.data, owner=self.owner, token=self.token, local_roots=self._roots,
-            log_function=self._log_function,
+            self.data, owner=self.owner, token=self.token, base_url=self._base_url,
+            local_roots=self._roots, log_function=self._log_function,
         )  # fmt: skip
         self._server, root = listen(self.app, self._host, self._port)
         self.url = f"{root}wkjupyter/"

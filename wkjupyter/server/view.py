@@ -6,11 +6,17 @@ codec chain when the source's bytes can be passed through, else the transcode en
 Building it needs the opened reader (:func:`served_array`); everything else in
 :mod:`wkjupyter.server.metadata` is a pure function of these values.
 
-Geometry (ARCHITECTURE.md §2, NGFF 0.4 coordinateTransformations): ``scale`` = voxel size ×
+Geometry (docs/architecture.md §6, NGFF 0.4 coordinateTransformations): ``scale`` = voxel size ×
 mag; ``translation`` places voxel 0 of the stored array, which starts at ``MagLevel.offset``
 voxels of its mag, and follows ome-zarr-py's convention that coordinates are voxel centres,
 so a level downsampled by f is shifted by (f - 1) / 2 finest voxels. The explorer reads that
 shift back as offset 0, so a served dataset re-imports with the same geometry.
+
+Shape: the stored array cut at the end of the layer's bounding box (:func:`served_shape`).
+Writers may store more than the box (webknossos-libs pads Zarr v3 arrays to whole 1024³
+shards and Zarr v2 arrays to whole chunks); clients size their reads and viewers their
+initial view by the declared shape, so it must be the layer's. The chunk grid is kept, so
+chunks still pass through; a chunk straddling the new edge is served whole, as Zarr wants.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from wkjupyter.datasource import AdditionalAxis, Category, ChannelInfo, Layer
-    from wkjupyter.geometry import BoundingBox, Mag, VoxelSize
+    from wkjupyter.geometry import BoundingBox, Mag, Vec3, VoxelSize
     from wkjupyter.server._keys import Tree
     from wkjupyter.sources._base import MagArray
 
@@ -34,6 +40,7 @@ __all__ = [
     "ServedLayer",
     "TreeEncoding",
     "served_array",
+    "served_shape",
     "transcode_encoding",
     "v2_encoding",
 ]
@@ -66,10 +73,11 @@ class TreeEncoding:
 class ServedArray:
     """One mag of a layer as the served Zarr array.
 
-    ``path`` is the mag's webKnossos name (``"1"``, ``"2-2-1"``); ``shape`` and
-    ``chunk_shape`` are canonical (*extra, c, z, y, x); ``scale`` and ``translation`` have one
-    entry per axis (1 and 0 for non-spatial axes). ``encodings`` holds a
-    :class:`TreeEncoding` for each of ``"zarr"`` and ``"zarr3"``.
+    ``path`` is the mag's webKnossos name (``"1"``, ``"2-2-1"``); ``shape`` (the declared
+    shape, :func:`served_shape`) and ``chunk_shape`` (the source's) are canonical
+    (*extra, c, z, y, x); ``scale`` and ``translation`` have one entry per axis (1 and 0 for
+    non-spatial axes). ``encodings`` holds a :class:`TreeEncoding` for each of ``"zarr"`` and
+    ``"zarr3"``.
     """
 
     path: str
@@ -191,10 +199,40 @@ def v2_encoding(codecs: list[dict[str, Any]], dtype: np.dtype[Any]) -> dict[str,
     return {"dtype": served.str, "compressor": compressor, "filters": None, "order": order}
 
 
+def served_shape(
+    stored: tuple[int, ...], bbox: BoundingBox, mag: Mag, offset: Vec3
+) -> tuple[int, ...]:
+    """The declared shape of a mag: its ``stored`` (*extra, c, z, y, x) shape cut at the end
+    of the layer's box.
+
+    Parameters
+    ----------
+    stored
+        The reader's canonical shape.
+    bbox
+        The layer's bounding box, in mag-1 voxels (z, y, x).
+    mag, offset
+        The mag, and where its array's voxel 0 lies, in voxels of that mag.
+
+    Returns
+    -------
+    tuple of int
+        ``stored`` with each spatial extent ``min(stored, ceil(bbox.end / mag) - offset)``
+        but at least 1: an array never grows, and one wholly past its box keeps one voxel
+        per axis (a valid image for every viewer). Non-spatial axes are unchanged. Where
+        the box comes from the array itself (OME-Zarr, N5, precomputed), this is the
+        stored shape.
+    """
+    end = bbox.end.ceildiv(mag.vec) - offset
+    spatial = tuple(min(s, max(1, e)) for s, e in zip(stored[-3:], end, strict=True))
+    return (*stored[:-3], *spatial)
+
+
 def served_array(
     layer: Layer, mag: Mag, array: MagArray, codec: ChunkCodec = "zstd", level: int = 1
 ) -> ServedArray:
-    """Describe the reader ``array`` of ``layer``'s ``mag`` as a served array."""
+    """Describe the reader ``array`` of ``layer``'s ``mag`` as a served array (its shape
+    cut to the layer's box: :func:`served_shape`)."""
     offset = layer.mags[mag].offset
     n_extra = len(array.shape) - 4
     vs = layer.voxel_size.scaled(mag)
@@ -216,7 +254,7 @@ def served_array(
             encodings["zarr"] = TreeEncoding(True, tuple(chain), v2)
     return ServedArray(
         path=str(mag),
-        shape=tuple(array.shape),
+        shape=served_shape(tuple(array.shape), layer.bbox, mag, offset),
         chunk_shape=tuple(array.chunk_shape),
         dtype=np.dtype(array.dtype),
         fill_value=array.fill_value,

@@ -44,6 +44,7 @@ from wkjupyter.sources._fs_clients import (
 )
 from wkjupyter.sources._fs_errors import chain, status_of, translate_error
 from wkjupyter.sources._fs_urls import ParsedUrl, Scheme, join_url, parse_url
+from wkjupyter.sources._sizes import parse_size
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
@@ -144,19 +145,26 @@ def _secrets(credential: Credential | None) -> list[str]:
 
 @dataclass(frozen=True, slots=True)
 class AccessOptions:
-    """How storage is accessed: request concurrency bound and per-request timeout (s).
+    """How storage is accessed: request concurrency bound, per-request timeout (s), and the
+    largest read into memory (bytes; ``Layer.read`` refuses bigger ones).
 
-    Defaults come from ``WKJUPYTER_CONCURRENCY`` and ``WKJUPYTER_TIMEOUT`` when set.
+    Defaults come from ``WKJUPYTER_CONCURRENCY``, ``WKJUPYTER_TIMEOUT`` and
+    ``WKJUPYTER_MAX_READ`` (bytes or with a unit: ``16GiB``) when set; else 64, 30 s, 4 GiB.
     """
 
     concurrency: int = field(
         default_factory=lambda: int(os.environ.get("WKJUPYTER_CONCURRENCY", 64))
     )
     timeout: float = field(default_factory=lambda: float(os.environ.get("WKJUPYTER_TIMEOUT", 30)))
+    max_read_bytes: int = field(
+        default_factory=lambda: parse_size(
+            os.environ.get("WKJUPYTER_MAX_READ", "4GiB"), "WKJUPYTER_MAX_READ"
+        )
+    )
 
     def __post_init__(self) -> None:
-        if self.concurrency < 1 or not self.timeout > 0:
-            msg = f"{self}: concurrency must be at least 1 and the timeout positive"
+        if self.concurrency < 1 or not self.timeout > 0 or self.max_read_bytes < 1:
+            msg = f"{self}: concurrency must be at least 1, the timeout and max_read_bytes positive"
             raise ValueError(msg)
 
 

@@ -1,7 +1,8 @@
 """Storage errors from aiohttp, fsspec, s3fs/botocore and gcsfs, mapped to ours.
 
-ARCHITECTURE.md §3: 404 is "not stored", 401/403 :class:`~wkjupyter.errors.RemoteAccessError`,
-timeouts, unreachable hosts and 5xx :class:`~wkjupyter.errors.RemoteUnavailableError`. The
+docs/architecture.md §4: 404 is "not stored", 401/403 :class:`~wkjupyter.errors.RemoteAccessError`,
+timeouts, unreachable hosts and 5xx :class:`~wkjupyter.errors.RemoteUnavailableError` (for a
+host that does not answer at all, its subclass :class:`~wkjupyter.errors.HostUnreachableError`). The
 libraries disagree on how they report a status (an attribute, a botocore response dict, a
 message) and wrap errors in others, so the whole ``__cause__`` chain is searched and the
 status code wins over the exception type: a 5xx must never read as "not stored", or a reader
@@ -13,6 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from wkjupyter.errors import (
+    HostUnreachableError,
     RemoteAccessError,
     RemoteNotFoundError,
     RemoteUnavailableError,
@@ -88,7 +90,7 @@ def translate_error(err: BaseException, url: str) -> WkJupyterError:
     if (status is None and any(map(_is_connection_error, errors))) or (
         status is None and isinstance(err, OSError) and not local
     ):
-        return RemoteUnavailableError(
+        return HostUnreachableError(
             f"cannot reach {url!r} ({text}); check the host name and your network"
         )
     return RemoteUnavailableError(f"reading {url!r} failed ({text})")

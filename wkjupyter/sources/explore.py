@@ -11,19 +11,28 @@ document read twice is fetched once.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
+import os
 import re
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from wkjupyter.datasource import DataSource, Layer
-from wkjupyter.errors import MetadataError, UnsupportedFormatError, WkJupyterError
+from wkjupyter.errors import (
+    HostUnreachableError,
+    MetadataError,
+    UnsupportedFormatError,
+    WkJupyterError,
+)
 from wkjupyter.geometry import LENGTH_UNITS, BoundingBox, Mag, Vec3, VoxelSize
 from wkjupyter.sources._base import sync
 from wkjupyter.sources._fs import AccessOptions, Credential, Store
+from wkjupyter.sources._fs_urls import _redact
+from wkjupyter.sources._report import ExploreReport, ExploreStep
 from wkjupyter.sources.neuroglancer import (
     is_neuroglancer_url,
     parse_neuroglancer_url,
@@ -36,7 +45,6 @@ if TYPE_CHECKING:
 __all__ = ["ExploreReport", "ExploreStep", "explore", "explore_async"]
 
 Explorer = Callable[[Store], Awaitable["list[Layer] | None"]]
-Outcome = Literal["ok", "no match", "failed"]
 
 
 def explorers() -> tuple[tuple[str, Explorer], ...]:
@@ -73,62 +81,6 @@ PROBE_KEYS = (
 _METADATA_NAMES = (*PROBE_KEYS, ".zmetadata")
 MAX_DEPTH = 3
 MAX_CHILDREN = 16
-
-
-@dataclass(frozen=True, slots=True)
-class ExploreStep:
-    """One attempt: which format was tried at which URL, and what came of it."""
-
-    url: str
-    format: str
-    outcome: Outcome
-    message: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return self.outcome == "ok"
-
-
-@dataclass
-class ExploreReport:
-    """What :func:`explore` found (``datasource``, or ``None``) and how (``steps``)."""
-
-    datasource: DataSource | None
-    steps: list[ExploreStep] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return self.datasource is not None
-
-    @property
-    def errors(self) -> list[ExploreStep]:
-        return [s for s in self.steps if s.outcome == "failed"]
-
-    def require_datasource(self) -> DataSource:
-        """The data source found; ``ValueError`` saying what failed if there is none."""
-        if self.datasource is None:
-            failures = "; ".join(s.message for s in self.errors) or "no format matched"
-            msg = f"nothing to import: exploring found no dataset ({failures})"
-            raise ValueError(msg)
-        return self.datasource
-
-    def __str__(self) -> str:
-        head = (
-            f"found {len(self.datasource.layers)} layer(s)"
-            if self.datasource
-            else "found no dataset"
-        )
-        lines = [head]
-        lines += [
-            f"  [{s.outcome}] {s.format} at {s.url}" + (f": {s.message}" if s.message else "")
-            for s in self.steps
-        ]
-        if self.datasource is not None:
-            lines.append(repr(self.datasource))
-        return "\n".join(lines)
-
-    def __repr__(self) -> str:
-        return f"ExploreReport(ok={self.ok}, steps={len(self.steps)})\n{self}"
 
 
 class _ExploreStore(Store):
@@ -169,7 +121,7 @@ class _Input:
 
 
 def explore(
-    url_or_urls: str | Sequence[str],
+    url_or_urls: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     credential: Credential | Sequence[Credential | None] | None = None,
     *,
     options: AccessOptions | None = None,
@@ -182,7 +134,7 @@ def explore(
     url_or_urls
         A URL (local path, ``file://``, ``http(s)://``, ``s3://``, ``gs://``), a Neuroglancer
         source (``zarr://…``, ``…|neuroglancer-precomputed:``) or a Neuroglancer state URL
-        (``https://host/#!{…}``), or a list of them.
+        (``https://host/#!{…}``), or a non-empty list of them.
     credential
         One credential for all URLs, or one per URL (``None`` for anonymous).
     options
@@ -193,20 +145,27 @@ def explore(
     Returns
     -------
     ExploreReport
-        ``report.datasource`` (``None`` if nothing was found) and ``report.steps``.
+        ``report.steps``, one per attempt, and ``report.datasource``. A report that found
+        nothing is false (``report.ok``), and its ``datasource`` raises
+        :class:`~wkjupyter.errors.NothingFoundError` saying why.
+
+    Raises
+    ------
+    ValueError
+        No URL was given, or an empty one.
     """
     return sync(explore_async(url_or_urls, credential, options=options, name=name))
 
 
 async def explore_async(
-    url_or_urls: str | Sequence[str],
+    url_or_urls: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     credential: Credential | Sequence[Credential | None] | None = None,
     *,
     options: AccessOptions | None = None,
     name: str | None = None,
 ) -> ExploreReport:
     """Async form of :func:`explore`."""
-    urls = [url_or_urls] if isinstance(url_or_urls, str) else list(url_or_urls)
+    urls = _given_urls(url_or_urls)
     if isinstance(credential, list | tuple):
         credentials: list[Credential | None] = list(credential)
         if len(credentials) != len(urls):
@@ -231,26 +190,78 @@ async def explore_async(
     return ExploreReport(datasource, steps)
 
 
+def _given_urls(
+    url_or_urls: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+) -> list[str]:
+    """The URLs as strings; ``ValueError`` for none at all or an empty one."""
+    given = [url_or_urls] if isinstance(url_or_urls, str | os.PathLike) else list(url_or_urls)
+    urls = [os.fspath(u) if isinstance(u, os.PathLike) else u for u in given]
+    if not any(u.strip() for u in urls):
+        msg = (
+            "no URL given: explore a dataset's URL (or a list of them), such as "
+            "'https://host/data.ome.zarr', 's3://bucket/em.n5', a local path or a "
+            "Neuroglancer link"
+        )
+        raise ValueError(msg)
+    for i, url in enumerate(urls, 1):
+        if not url.strip():
+            msg = f"URL #{i} of {len(urls)} is empty; remove it or give the dataset's URL"
+            raise ValueError(msg)
+    return urls
+
+
 def _inputs_of(url: str, steps: list[ExploreStep]) -> list[_Input]:
     """Turn a user-given URL (maybe a Neuroglancer state) into explore inputs."""
     try:
         if is_neuroglancer_url(url):
-            ng_layers, notes = parse_neuroglancer_url(url)
-            steps += [ExploreStep(_short(url), "neuroglancer-state", "no match", n) for n in notes]
-            out = [
-                _input(spec, layer.name, layer.category)
-                for layer in ng_layers
-                for spec in layer.sources
-            ]
-            steps.append(
-                ExploreStep(_short(url), "neuroglancer-state", "ok", f"{len(out)} layer source(s)")
-            )
-            return out
+            return _state_inputs(url, steps)
         spec = split_source(url)
     except WkJupyterError as err:
-        steps.append(ExploreStep(_short(url), "url", "failed", str(err)))
+        message = _unsupported_scheme(url) if isinstance(err, UnsupportedFormatError) else None
+        steps.append(ExploreStep(_short(_redact(url)), "url", "failed", message or str(err)))
         return []
     return [_input(spec)]
+
+
+def _state_inputs(url: str, steps: list[ExploreStep]) -> list[_Input]:
+    """The layer sources of a Neuroglancer state; one failed step if it names none."""
+    ng_layers, notes = parse_neuroglancer_url(url)
+    out = [
+        _input(spec, layer.name, layer.category) for layer in ng_layers for spec in layer.sources
+    ]
+    if not out:
+        why = "; ".join(notes) or "the state names no image or segmentation layer"
+        message = (
+            f"no volume layer to explore: {why}; add an image or segmentation layer in "
+            "Neuroglancer and copy its URL again"
+        )
+        steps.append(ExploreStep(_short(url), "neuroglancer-state", "failed", message))
+        return []
+    steps += [ExploreStep(_short(url), "neuroglancer-state", "no match", n) for n in notes]
+    steps.append(
+        ExploreStep(_short(url), "neuroglancer-state", "ok", f"{len(out)} layer source(s)")
+    )
+    return out
+
+
+_SCHEME = re.compile(r"\s*([a-zA-Z][a-zA-Z0-9+.-]*)://")
+
+
+def _unsupported_scheme(url: str) -> str | None:
+    """What to say about a plain URL (no Neuroglancer syntax) whose scheme nothing reads.
+
+    ``None`` for a Neuroglancer source (a ``format://`` prefix before the storage URL, or
+    a ``|driver:`` pipeline): :func:`split_source`'s own message speaks of it.
+    """
+    match = _SCHEME.match(url)
+    if match is None or "|" in url or url.count("://") > 1:
+        return None
+    return (
+        f"{_redact(url.strip())!r} uses '{match.group(1)}://', which wkjupyter cannot read; "
+        "give a local path or a URL at http(s)://, gs://, s3://, s3+http(s):// or file:// "
+        "(Neuroglancer sources such as precomputed://gs://bucket/path or "
+        "gs://bucket/path|zarr3: work too)"
+    )
 
 
 def _input(
@@ -296,8 +307,8 @@ async def _explore_input(
                 "explore",
                 "failed",
                 f"no dataset found at {store.url!r} or in its sub-folders: no format "
-                f"recognised what is there (the explorers look for {', '.join(PROBE_KEYS)}). "
-                "Point the URL at the dataset's root folder (a plain HTTP server cannot "
+                f"recognised what is there (the explorers look for {', '.join(PROBE_KEYS)}); "
+                "point the URL at the dataset's root folder (a plain HTTP server cannot "
                 "list folders, so sub-folders are only found on file, S3 and GCS storage or "
                 "servers with directory listings)",
             )
@@ -328,6 +339,11 @@ async def _explore_at(
     for fmt, explorer in explorers:
         try:
             found = await explorer(store)
+        except HostUnreachableError as err:
+            # Every other format would fail alike: say so once, and do not descend.
+            message = f"the host did not answer, so no format was tried: {err}"
+            steps.append(ExploreStep(store.url, "host", "failed", message))
+            return []
         except WkJupyterError as err:
             steps.append(ExploreStep(store.url, fmt, "failed", str(err)))
             unreachable = unreachable or not isinstance(err, MetadataError | UnsupportedFormatError)
@@ -392,37 +408,77 @@ def _dataset_name(url: str) -> str:
 
 
 def merge_layers(name: str, layers: list[Layer], steps: list[ExploreStep]) -> DataSource:
-    """Merge layers into one data source with a common voxel size and unique names.
+    """Merge layers into one data source with unique names, sharing voxel sizes where exact.
 
-    The common voxel size is the finest along each axis, in the smallest unit present.
-    A layer whose voxel size is not an integer multiple of it cannot be expressed with
-    integer mags; it is left out and a failed step says why.
+    Layers whose voxel sizes are all integer multiples of a common one (the finest along
+    each axis, in the smallest unit present) share it: each becomes mags of it, e.g. a layer
+    at twice the size starts at mag 2. A layer that fits no such group keeps a voxel size of
+    its own (a 6 x 6 x 35 nm image beside an 8 x 8 x 40 nm segmentation), as Neuroglancer
+    and OME-NGFF allow, and a step says so. The data source's voxel size is that of the
+    first layer's group.
     """
     unit = min((layer.voxel_size.unit for layer in layers), key=LENGTH_UNITS.__getitem__)
     sizes = [layer.voxel_size.to_unit(unit) for layer in layers]
-    common = VoxelSize.of((min(s.as_tuple()[i] for s in sizes) for i in range(3)), unit)
+    bases = _common_voxel_sizes(sizes)
     merged: dict[str, Layer] = {}
-    for layer, size in zip(layers, sizes, strict=True):
-        factors = [
-            _integer_ratio(a, b) for a, b in zip(size.as_tuple(), common.as_tuple(), strict=True)
-        ]
-        if any(f is None for f in factors):
+    for layer, size, base in zip(layers, sizes, bases, strict=True):
+        factor = Vec3.of(
+            _integer_ratio(a, b) or 1 for a, b in zip(size.as_tuple(), base.as_tuple(), strict=True)
+        )
+        rescaled = _rescale(layer, factor, base) if factor != Vec3(1, 1, 1) else layer
+        rescaled.voxel_size = base
+        rescaled.name = _unique(rescaled.name, merged)
+        merged[rescaled.name] = rescaled
+        if base != bases[0]:
+            as_mags = f" (as mag {next(iter(rescaled.mags))})" if factor != Vec3(1, 1, 1) else ""
             steps.append(
                 ExploreStep(
                     layer.mags[next(iter(layer.mags))].path,
                     "merge",
-                    "failed",
-                    f"layer {layer.name!r} has voxel size {size}, not an integer multiple of "
-                    f"{common}; explore it separately or resample it",
+                    "ok",
+                    f"layer {rescaled.name!r} keeps its own voxel size, {base}{as_mags}: it is "
+                    f"not an integer multiple of the dataset's, {bases[0]}. It is served "
+                    "at its own scale; webKnossos places it by a coordinate transformation",
                 )
             )
-            continue
-        factor = Vec3.of(f for f in factors if f is not None)
-        rescaled = _rescale(layer, factor, common) if factor != Vec3(1, 1, 1) else layer
-        rescaled.voxel_size = common
-        rescaled.name = _unique(rescaled.name, merged)
-        merged[rescaled.name] = rescaled
-    return DataSource(name, common, merged)
+    return DataSource(name, bases[0], merged)
+
+
+def _common_voxel_sizes(sizes: list[VoxelSize]) -> list[VoxelSize]:
+    """For each size, the common voxel size of its group: groups of sizes that are all
+    integer multiples of their finest size along each axis, as few groups as found."""
+    groups: list[list[int]] = []
+    for i in range(len(sizes)):
+        for group in groups:
+            if _common([sizes[j] for j in (*group, i)]) is not None:
+                group.append(i)
+                break
+        else:
+            groups.append([i])
+    joined = True
+    while joined:  # joining a finer size may have made two groups compatible (12, 8 | 4)
+        joined = False
+        for a, b in itertools.combinations(range(len(groups)), 2):
+            if _common([sizes[j] for j in (*groups[a], *groups[b])]) is not None:
+                groups[a] += groups.pop(b)
+                joined = True
+                break
+    bases: dict[int, VoxelSize] = {}
+    for group in groups:
+        common = _common([sizes[j] for j in group])
+        assert common is not None  # every group was checked
+        bases.update(dict.fromkeys(group, common))
+    return [bases[i] for i in range(len(sizes))]
+
+
+def _common(sizes: Sequence[VoxelSize]) -> VoxelSize | None:
+    """The finest size along each axis, if every size is an integer multiple of it."""
+    common = VoxelSize.of((min(s.as_tuple()[i] for s in sizes) for i in range(3)), sizes[0].unit)
+    for size in sizes:
+        pairs = zip(size.as_tuple(), common.as_tuple(), strict=True)
+        if any(_integer_ratio(a, b) is None for a, b in pairs):
+            return None
+    return common
 
 
 def _integer_ratio(a: float, b: float) -> int | None:

@@ -11,6 +11,7 @@ sources, and the ``|zarr3:``-style pipeline syntax.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Literal
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from wkjupyter.datasource import DataSource
 
 __all__ = [
+    "NEUROGLANCER_DEMO",
     "FormatHint",
     "NeuroglancerLayer",
     "SourceSpec",
@@ -30,6 +32,9 @@ __all__ = [
     "parse_neuroglancer_url",
     "split_source",
 ]
+
+#: The public Neuroglancer client that links open in (it reads anonymously, over CORS).
+NEUROGLANCER_DEMO = "https://neuroglancer-demo.appspot.com"
 
 FormatHint = Literal["zarr", "zarr2", "zarr3", "n5", "precomputed"]
 Category = Literal["color", "segmentation"]
@@ -443,18 +448,24 @@ def neuroglancer_state_url(host: str, datasource: DataSource, names: list[str], 
     Zarr v2 tree at ``tree`` (a URL ending in "/"); the inverse of
     :func:`parse_neuroglancer_url` for served datasets.
 
-    One layer per name (``zarr2://<tree><layer>/``); x, y, z in meters from the voxel size;
-    the view centred on the bounding box of the layers shown; four panels.
+    One layer per name (``zarr2://<tree><layer>/``); x, y, z in meters from the dataset's
+    voxel size; the view centred on the bounding box of the layers shown. Each layer's NGFF
+    scale places it, so a layer with its own voxel size is shown at its true physical size;
+    its box counts in physical units too. Four panels.
     """
     if not names:
         msg = "choose at least one layer to show, or None for all"
         raise ValueError(msg)
     shown = [datasource.layers[name] for name in names]
     size = datasource.voxel_size.to_unit("meter")
-    box = shown[0].bbox
-    for layer in shown[1:]:
-        box = box.union(layer.bbox)
-    centre = [o + s / 2 for o, s in zip(box.offset.to_xyz(), box.shape.to_xyz(), strict=True)]
+    low, high = [math.inf] * 3, [-math.inf] * 3
+    for layer in shown:
+        # The layer's box in the dataset's voxels (ratio 1 for the dataset's voxel size).
+        own = layer.voxel_size.to_unit("meter").to_xyz()
+        ends = zip(layer.bbox.offset.to_xyz(), layer.bbox.end.to_xyz(), strict=True)
+        for i, ((start, end), v, d) in enumerate(zip(ends, own, size.to_xyz(), strict=True)):
+            low[i], high[i] = min(low[i], start * (v / d)), max(high[i], end * (v / d))
+    centre = [(lo + hi) / 2 for lo, hi in zip(low, high, strict=True)]
     state = {
         "dimensions": {axis: [v, "m"] for axis, v in zip("xyz", size.to_xyz(), strict=True)},
         "position": centre,

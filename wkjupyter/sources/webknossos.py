@@ -2,9 +2,11 @@
 
 The webknossos Python library writes Zarr (v2, order F) or Zarr v3 (sharded) arrays in
 c, x, y, z order, named by ``axisOrder``; their shapes are padded (zarr3 shards round
-them up to 1024), so the layer's extent is ``boundingBox`` alone. Arrays hold absolute
-coordinates (voxel v of mag m lies at v * m), so every ``MagLevel.offset`` is 0. Mag paths
-are relative to the dataset root; a mag without one lives at ``<layer>/<mag>``.
+them up to 1024, zarr chunks to the chunk shape), so the layer's extent is ``boundingBox``
+alone: ``Layer.read`` reads it and the server declares each mag cut at its end (see
+``wkjupyter.server.view.served_shape``). Arrays hold absolute coordinates (voxel v of
+mag m lies at v * m), so every ``MagLevel.offset`` is 0. Mag paths are relative to the
+dataset root; a mag without one lives at ``<layer>/<mag>``.
 """
 
 from __future__ import annotations
