@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from wkjupyter.datasource import AdditionalAxis, ChannelInfo, DataSource, Layer, MagLevel
 from wkjupyter.errors import (
+    CatalogNotFoundError,
+    CatalogReadOnlyError,
+    CatalogUnavailableError,
     DatasetNotFoundError,
     HostUnreachableError,
     InvalidKeyError,
@@ -21,7 +24,9 @@ from wkjupyter.errors import (
     RemoteNotFoundError,
     RemoteUnavailableError,
     ServerNotFoundError,
+    SourceGoneError,
     UnsupportedFormatError,
+    UpstreamBusyError,
     WkJupyterError,
 )
 from wkjupyter.geometry import BoundingBox, Mag, Vec3, VoxelSize
@@ -48,6 +53,9 @@ __all__ = [
     "AccessOptions",
     "AdditionalAxis",
     "BoundingBox",
+    "CatalogNotFoundError",
+    "CatalogReadOnlyError",
+    "CatalogUnavailableError",
     "ChannelInfo",
     "DataSource",
     "Dataset",
@@ -73,7 +81,9 @@ __all__ = [
     "RemoteUnavailableError",
     "S3Credential",
     "ServerNotFoundError",
+    "SourceGoneError",
     "UnsupportedFormatError",
+    "UpstreamBusyError",
     "Vec3",
     "VoxelSize",
     "WkJupyterError",

@@ -9,6 +9,7 @@ import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from wkjupyter._cli_secrets import BEARER_TOKEN, HTTP_PASSWORD, S3_SECRET, SERVE_TOKEN
 from wkjupyter.errors import PermissionDeniedError, WkJupyterError
 from wkjupyter.sources import GcsCredential, HttpCredential, S3Credential
 
@@ -26,14 +27,16 @@ EXIT_DENIED = 4
 
 
 def _credential(args: argparse.Namespace) -> Credential | None:
+    """The credential the options describe; secrets as ``_cli_secrets`` reads them."""
     if args.s3_key_id:
-        if not args.s3_secret:
-            raise SystemExit("--s3-key-id needs --s3-secret")
-        return S3Credential(args.s3_key_id, args.s3_secret, endpoint_url=args.s3_endpoint)
+        secret = S3_SECRET.value(args, prompt=True)
+        if not secret:
+            raise SystemExit(f"error: --s3-key-id needs its secret: {S3_SECRET.ways}")
+        return S3Credential(args.s3_key_id, secret, endpoint_url=args.s3_endpoint)
     if args.http_user:
-        return HttpCredential(args.http_user, args.http_password or "")
-    if args.bearer_token:
-        return HttpCredential(token=args.bearer_token)
+        return HttpCredential(args.http_user, HTTP_PASSWORD.value(args, prompt=True) or "")
+    if args.bearer_token is not None or args.bearer_token_file is not None:
+        return HttpCredential(token=BEARER_TOKEN.value(args, prompt=False))
     if args.gcs_service_account:
         return GcsCredential(Path(args.gcs_service_account).read_text())
     return None
@@ -57,13 +60,17 @@ def _cmd_explore(args: argparse.Namespace) -> int:
     return 0 if report else 1
 
 
-def _hub(args: argparse.Namespace) -> Hub:
+def _hub(args: argparse.Namespace, *, create: bool = False) -> Hub:
+    """The catalog as ``--user``. A catalog named by ``--catalog-url`` or
+    ``$WKJUPYTER_CATALOG_URL`` must exist unless ``create`` (only ``import`` creates one);
+    the default one is created on first use."""
     from wkjupyter.hub import Hub
 
-    hub = Hub(args.catalog_url, args.user)
+    hub = Hub(args.catalog_url, args.user, create=create or (False if args.catalog_url else None))
     # Which catalog answers matters: the demo and notebooks use catalogs of their own.
     shown = hub.catalog.engine.url.render_as_string(hide_password=True)
-    print(f"catalog: {shown} (as {hub.user_name})", file=sys.stderr)
+    new = ", new catalog" if hub.catalog.created else ""
+    print(f"catalog: {shown} (as {hub.user_name}{new})", file=sys.stderr)
     return hub
 
 
@@ -90,7 +97,7 @@ _NO_DATASETS = "no datasets in this catalog (`wkjupyter import URL` adds one)"
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
-    hub = _hub(args)
+    hub = _hub(args, create=True)
     credential = _credential(args)
     report = hub.explore(args.urls, credential)
     if not report:
@@ -169,19 +176,23 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_serve(args: argparse.Namespace) -> int:
     import asyncio
     import logging
-    import os
+    from dataclasses import fields
 
     from wkjupyter.catalog.core import Catalog
     from wkjupyter.catalog.users import default_user_name
     from wkjupyter.server.data import ServeOptions
-    from wkjupyter.server.standalone import serve
+    from wkjupyter.server.standalone import HttpLimits, serve
 
     logging.basicConfig(
         level=logging.INFO, format="[%(levelname)s %(asctime)s %(name)s] %(message)s"
     )
-    catalog = Catalog(args.catalog_url, data_dir=Path(args.data_dir) if args.data_dir else None)
+    catalog = Catalog(
+        args.catalog_url,
+        data_dir=Path(args.data_dir) if args.data_dir else None,
+        create=False if args.catalog_url else None,  # only the default one is created
+    )
     public = args.public_url.rstrip("/") + "/" if args.public_url else None
-    token = args.token or os.environ.get("WKJUPYTER_TOKEN")
+    token = SERVE_TOKEN.value(args, prompt=False)
 
     def ready(url: str, api_token: str) -> None:
         print(f"wkjupyter serving {catalog!r} at {url}", flush=True)
@@ -200,6 +211,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             public_url=public,
             local_roots=[Path(r) for r in args.allow_local_root or []],
             options=options,
+            limits=HttpLimits(**{f.name: getattr(args, f.name) for f in fields(HttpLimits)}),
             ready=ready,
         )
     )
@@ -208,12 +220,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 def add_credential_options(parser: argparse.ArgumentParser) -> None:
     cred = parser.add_argument_group("credentials (default: anonymous or the environment's)")
-    cred.add_argument("--s3-key-id")
-    cred.add_argument("--s3-secret")
+    cred.add_argument("--s3-key-id", help="S3 access key id (its secret is asked for if not given)")
+    S3_SECRET.add_to(cred)
     cred.add_argument("--s3-endpoint", help="endpoint URL of an S3-compatible store")
-    cred.add_argument("--http-user")
-    cred.add_argument("--http-password")
-    cred.add_argument("--bearer-token")
+    cred.add_argument("--http-user", help="HTTP basic user (a terminal asks for the password)")
+    HTTP_PASSWORD.add_to(cred)
+    BEARER_TOKEN.add_to(cred, "an HTTP bearer token")
     cred.add_argument("--gcs-service-account", metavar="JSON_FILE")
 
 
@@ -278,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
         `import`); the exit status is 1 when nothing is found.""",
         """
         wkjupyter explore https://example.org/cells.ome.zarr
-        wkjupyter explore s3://bucket/em.n5 --s3-key-id AKIA... --s3-secret ...
+        wkjupyter explore s3://bucket/em.n5 --s3-key-id AKIA... --s3-secret-file ~/.s3-secret
         wkjupyter explore color.zarr precomputed://gs://bucket/seg --json""",
     )  # fmt: skip
     ex.add_argument(
@@ -321,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
         given is stored encrypted and used whenever the dataset is read or served.""",
         """
         wkjupyter import https://example.org/cells.ome.zarr --name cells --tag em --public
-        wkjupyter import s3://bucket/em.n5 --s3-key-id AKIA... --s3-secret ...
+        wkjupyter import s3://bucket/em.n5 --s3-key-id AKIA... --s3-secret -   # prompts
         wkjupyter import color.zarr precomputed://gs://bucket/seg --name merged""",
     )  # fmt: skip
     imp.add_argument("urls", nargs="+", metavar="URL")
@@ -382,6 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
         catalog_options(p)
     link.set_defaults(func=_cmd_link)
 
+    from wkjupyter.server._limits import HttpLimits
     from wkjupyter.server.view import CHUNK_CODECS
 
     srv = _command(
@@ -402,7 +415,27 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--base-url", default="/", help="URL prefix, e.g. /data/")
     srv.add_argument("--public-url", help="public base URL for links behind a proxy")
     srv.add_argument("--data-dir", help="where the default catalog and its key live")
-    srv.add_argument("--token", help="API token (default: $WKJUPYTER_TOKEN, else random)")
+    SERVE_TOKEN.add_to(srv, "the API token (else a random one is printed)")
+    default = HttpLimits()
+    limits = srv.add_argument_group(
+        "limits (a client beyond them gets 414, 431 or 503, or is disconnected)"
+    )
+    for name, kind, metavar, text in (
+        ("header-timeout", float, "SECONDS",
+         "time to send a request's line and headers, and to keep an idle connection"),
+        ("body-timeout", float, "SECONDS", "time to send a request body"),
+        ("max-connections", int, "N", "connections served at once"),
+        ("max-request-line", int, "BYTES", "longest request line (method, path, query)"),
+        ("max-header-size", int, "BYTES", "largest request line and headers"),
+        ("max-body-size", int, "BYTES", "largest request body"),
+    ):  # fmt: skip
+        limits.add_argument(
+            f"--{name}",
+            type=kind,
+            metavar=metavar,
+            default=getattr(default, name.replace("-", "_")),
+            help=f"{text} (default: %(default)s)",
+        )
     srv.add_argument(
         "--allow-local-root",
         action="append",

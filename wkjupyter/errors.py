@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "CatalogNotFoundError",
+    "CatalogReadOnlyError",
     "CatalogUnavailableError",
     "CatalogVersionError",
     "ConflictError",
@@ -30,8 +32,10 @@ __all__ = [
     "RemoteUnavailableError",
     "SecretKeyError",
     "ServerNotFoundError",
+    "SourceGoneError",
     "TeamNotFoundError",
     "UnsupportedFormatError",
+    "UpstreamBusyError",
     "UserNotFoundError",
     "WkJupyterError",
 ]
@@ -73,6 +77,25 @@ class RemoteUnavailableError(WkJupyterError, ConnectionError):
 
 class HostUnreachableError(RemoteUnavailableError):
     """The host did not answer at all (DNS failure, connection refused, no route)."""
+
+
+class UpstreamBusyError(RemoteUnavailableError):
+    """Too many requests already wait for this upstream host (or bucket): refused at once.
+
+    ``retry_after`` is when a waiting place should be free again, in whole seconds.
+    """
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class SourceGoneError(RemoteNotFoundError):
+    """The storage location itself is gone (a deleted bucket, the array metadata removed).
+
+    Unlike its base class it never means "not stored": a missing chunk of a source that is
+    gone must not be read as the fill value.
+    """
 
 
 class NothingFoundError(WkJupyterError, ValueError):
@@ -145,3 +168,19 @@ class CatalogVersionError(WkJupyterError, RuntimeError):
 
 class CatalogUnavailableError(WkJupyterError, ConnectionError):
     """The catalog database cannot be reached, or stayed locked or busy through every retry."""
+
+    reason = "the catalog is busy; try again"
+    """What the data routes answer (anonymous clients see no URL or path)."""
+
+
+class CatalogNotFoundError(CatalogUnavailableError):
+    """The catalog database does not exist: a named catalog that was never created, or a
+    SQLite file moved or deleted (a running server answers 503 until it is back)."""
+
+    reason = "catalog file missing"
+
+
+class CatalogReadOnlyError(CatalogUnavailableError):
+    """The catalog database refuses writes (a read-only file, role or transaction)."""
+
+    reason = "catalog is read-only"

@@ -3,13 +3,19 @@
 zarr-python, tensorstore, xarray, dask and ome-zarr-py block while they fetch, so the server
 must not run on the test's own thread (as pytest-jupyter's does): this is the package's own
 :class:`~wkjupyter.server.standalone.BackgroundServer` on a catalog of its own, plus a plain
-HTTP helper that follows no redirects.
+HTTP helper that follows no redirects, and :func:`serve_process`: the ``wkjupyter serve``
+command in a real process, for what only a process shows (signals, stderr, CLI options).
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
+import select
+import signal
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -21,10 +27,11 @@ from wkjupyter.server.data import ServeOptions
 from wkjupyter.server.standalone import BackgroundServer
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping
     from email.message import Message
     from pathlib import Path
 
-__all__ = ["Answer", "LiveServer", "fetch"]
+__all__ = ["Answer", "LiveServer", "ServeProcess", "fetch", "serve_process"]
 
 
 class LiveServer(BackgroundServer):
@@ -113,3 +120,48 @@ def fetch(base: LiveServer | str, path: str, method: str = "GET", **headers: str
         return Answer(response.status, response.headers, response.read())
     finally:
         conn.close()
+
+
+@dataclass
+class ServeProcess:
+    """A running ``wkjupyter serve`` process: its URL, what it printed, how it ended."""
+
+    url: str
+    log: Path  # its stderr
+    stdout: str = ""  # the whole of it once the process has ended
+    returncode: int | None = None
+
+    @property
+    def stderr(self) -> str:
+        return self.log.read_text()
+
+
+@contextlib.contextmanager
+def serve_process(
+    *args: str,
+    log: Path,
+    env: Mapping[str, str] | None = None,
+    stop: signal.Signals = signal.SIGTERM,
+) -> Iterator[ServeProcess]:
+    """``wkjupyter serve --port 0 *args`` in a real process, stderr to ``log``; yields it once
+    it printed its URL, then stops it with ``stop`` and waits for it to end."""
+    command = [sys.executable, "-m", "wkjupyter.cli", "serve", "--port", "0", *args]
+    with log.open("w") as stderr:
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env)
+    with proc:  # closes the pipe
+        assert proc.stdout is not None
+        served = ServeProcess("", log)
+        try:
+            ready, _, _ = select.select([proc.stdout], [], [], 60)
+            line = proc.stdout.readline() if ready else ""
+            assert " at http://" in line, f"serve did not start: {line!r} {log.read_text()}"
+            served.url, served.stdout = line.rsplit(" at ", 1)[1].strip(), line
+            yield served
+        finally:
+            proc.send_signal(stop)
+            try:
+                served.returncode = proc.wait(30)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+            served.stdout += proc.stdout.read()

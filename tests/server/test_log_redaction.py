@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 from typing import TYPE_CHECKING
@@ -19,7 +17,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from tests.server.live import fetch
+from tests.server.live import fetch, serve_process
 from wkjupyter.server.redact import redact_uri
 
 if TYPE_CHECKING:
@@ -99,22 +97,13 @@ def test_the_launched_server_logs_no_jupyter_token(tmp_path: Path) -> None:
     """``wkjupyter serve`` as the launcher starts it: its stderr, for real."""
     env = {**os.environ, "WKJUPYTER_DATA_DIR": str(tmp_path)}
     env.pop("WKJUPYTER_CATALOG_URL", None)
-    command = [sys.executable, "-m", "wkjupyter.cli", "serve", "--port", "0", "--token", "t0k"]
-    process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
-    )
-    try:
-        assert process.stdout is not None
-        ready = process.stdout.readline()
-        url = ready.rsplit(" at ", 1)[-1].strip()
-        assert url.endswith("/wkjupyter/"), ready
+    with serve_process("--token", "t0k", log=tmp_path / "serve.log", env=env) as served:
+        assert served.url.endswith("/wkjupyter/"), served.stdout
         for path in ("api/datasets", "zarr/nope/.zgroup", "nowhere"):
-            request = urllib.request.Request(f"{url}{path}?{QUERY}")
+            request = urllib.request.Request(f"{served.url}{path}?{QUERY}")
             with pytest.raises(urllib.error.HTTPError):
                 urllib.request.urlopen(request, timeout=30)
-    finally:
-        process.terminate()
-        _, err = process.communicate(timeout=30)
+    err = served.stderr
     lines = err.splitlines()
     assert leaked(lines) == []
     assert "t0k" not in err

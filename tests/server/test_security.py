@@ -5,17 +5,14 @@ logs, honest 5xx for upstream failures, link use accounting, and a loop that nev
 from __future__ import annotations
 
 import base64
-import contextlib
 import datetime as dt
 import http.client
 import json
 import logging
+import os
 import re
 import secrets
-import select
 import socket
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -27,7 +24,7 @@ from sqlalchemy import func, update
 from sqlalchemy import select as sql_select
 
 from tests.server.conftest import PRIVATE, write_sparse_ome_zarr
-from tests.server.live import Answer, LiveServer, fetch
+from tests.server.live import Answer, LiveServer, fetch, serve_process
 from wkjupyter import HttpCredential, S3Credential
 from wkjupyter.catalog.models import LinkRecord
 from wkjupyter.hub import Hub
@@ -110,28 +107,6 @@ def world(catalog_url: str, tmp_path: Path) -> Iterator[World]:
     hub.catalog.dispose()
 
 
-@contextlib.contextmanager
-def serve_process(world: World, token: str, log: Path) -> Iterator[str]:
-    """``wkjupyter serve --port 0`` in a real subprocess (its log to ``log``); yields its URL."""
-    with log.open("w") as stderr:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", "from wkjupyter.cli import main; raise SystemExit(main())",
-             "serve", "--port", "0", "--catalog-url", world.catalog_url,
-             "--data-dir", str(world.data_dir), "--user", "owner", "--token", token],
-            stdout=subprocess.PIPE, stderr=stderr, text=True,
-        )  # fmt: skip
-    with proc:  # closes the pipe
-        try:
-            assert proc.stdout is not None
-            ready, _, _ = select.select([proc.stdout], [], [], 60)
-            line = proc.stdout.readline() if ready else ""
-            assert " at http://" in line, f"serve did not start: {line!r} {log.read_text()}"
-            yield line.rsplit(" at ", 1)[1].strip()
-        finally:
-            proc.terminate()
-            proc.wait(30)
-
-
 # -- no existence leak ------------------------------------------------------------------------
 
 
@@ -177,9 +152,18 @@ def test_revocation_reaches_every_server_at_once(world: World) -> None:
     with (
         LiveServer(world.catalog_url, world.data_dir) as first,
         LiveServer(world.catalog_url, world.data_dir) as second,
-        serve_process(world, api_token, world.data_dir / "serve.log") as third,
+        serve_process(
+            "--catalog-url",
+            world.catalog_url,
+            "--data-dir",
+            str(world.data_dir),
+            "--user",
+            "owner",
+            log=world.data_dir / "serve.log",
+            env={**os.environ, "WKJUPYTER_TOKEN": api_token},
+        ) as third,
     ):
-        servers = [first.url, second.url, third]
+        servers = [first.url, second.url, third.url]
 
         def statuses(path: str) -> list[int]:
             return [fetch(url, path).status for url in servers]
@@ -199,7 +183,7 @@ def test_revocation_reaches_every_server_at_once(world: World) -> None:
         owner = {"Authorization": f"token {first.token}"}
         assert fetch(first.url, f"zarr/{public.name}/.zattrs", **owner).status == 200
         owner = {"Authorization": f"token {api_token}"}
-        assert fetch(third, f"zarr/{public.name}/.zattrs", **owner).status == 200
+        assert fetch(third.url, f"zarr/{public.name}/.zattrs", **owner).status == 200
         public.public = True
         assert statuses(f"zarr/{public.name}/.zattrs") == [200] * 3
     assert hub.link(revoked.id).revoked

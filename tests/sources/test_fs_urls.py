@@ -44,6 +44,17 @@ def test_parse_url(url: str, scheme: str, root: str, endpoint: str | None) -> No
     assert (parsed.scheme, parsed.root, parsed.endpoint_url) == (scheme, root, endpoint)
 
 
+@pytest.mark.parametrize(
+    "url", ["https://u:pw-9x@h.org/x.zarr", "http://u@h.org/x", "https://:pw-9x@h.org/x"]
+)
+def test_user_info_is_refused_with_how_to_give_a_credential(url: str) -> None:
+    # Read with it, then imported without it: the password was silently dropped.
+    with pytest.raises(ValueError, match=r"HttpCredential\(username, password\)") as info:
+        parse_url(url)
+    assert '"kind": "http"' in str(info.value)
+    assert "pw-9x" not in str(info.value)
+
+
 def test_unsupported_scheme_says_what_works() -> None:
     with pytest.raises(ValueError, match=r"ftp.*use a local path, file://, http\(s\)://"):
         parse_url("ftp://host/x")

@@ -325,7 +325,7 @@ def credential_from_json(d: object) -> Credential:
         "gcs": (GcsCredential, ("service_account_json",), ("endpoint_url",)),
     }
     kind = d.get("kind") if isinstance(d, dict) else None
-    if not isinstance(d, dict) or kind not in fields:
+    if not isinstance(d, dict) or not isinstance(kind, str) or kind not in fields:
         msg = "a credential is an object with a 'kind' of 'http', 's3' or 'gcs'"
         raise ValueError(msg)
     cls, required, optional = fields[kind]

@@ -274,7 +274,9 @@ def list_links(
 
 def get_link(session: Session, actor: User, link_id: int) -> LinkRecord:
     """One link the actor may share; :class:`LinkNotFoundError` otherwise (or if it is gone)."""
-    record = session.get(LinkRecord, link_id)
+    # Ids are 32-bit INTEGER columns: PostgreSQL refuses to compare with a larger number.
+    in_range = isinstance(link_id, int) and 0 < link_id < 1 << 31
+    record = session.get(LinkRecord, link_id) if in_range else None
     target = _target_of(session, record) if record is not None else None
     if record is None or target is None or not can_view(session, actor, target):
         msg = f"no link {link_id!r}; list_links shows the links of a dataset you may share"

@@ -55,6 +55,12 @@ class Hub:
         Where the default catalog and its secret key live; default ``$WKJUPYTER_DATA_DIR``,
         else the data dir of the wkjupyter server that started this kernel, else
         ``<jupyter data dir>/wkjupyter``.
+    create
+        Whether a missing SQLite catalog file may be created. Default: yes for the
+        ``catalog_url`` given and for the default catalog; no for a catalog found in
+        ``$WKJUPYTER_CATALOG_URL`` or the server's settings, which must exist
+        (:class:`~wkjupyter.errors.CatalogNotFoundError` says so, rather than an empty
+        catalog appearing in its place).
     """
 
     def __init__(
@@ -64,10 +70,12 @@ class Hub:
         *,
         public_url: str | None = None,
         data_dir: Path | None = None,
+        create: bool | None = None,
     ) -> None:
-        self.catalog = Catalog(
-            discover_catalog_url(catalog_url), data_dir=discover_data_dir(data_dir)
-        )
+        url = discover_catalog_url(catalog_url)
+        if create is None:
+            create = bool(catalog_url) or url is None
+        self.catalog = Catalog(url, data_dir=discover_data_dir(data_dir), create=create)
         self.user_name = user or user_service.default_user_name()
         self._public_url_arg = public_url
         self._public_url: str | None = None

@@ -39,7 +39,12 @@ from wkjupyter.catalog import links as link_service
 from wkjupyter.catalog import users as user_service
 from wkjupyter.catalog.crypto import secret_box
 from wkjupyter.catalog.models import utcnow
-from wkjupyter.errors import CatalogUnavailableError, InvalidKeyError, RemoteAccessError
+from wkjupyter.errors import (
+    CatalogUnavailableError,
+    InvalidKeyError,
+    RemoteAccessError,
+    SourceGoneError,
+)
 from wkjupyter.server import metadata
 from wkjupyter.server._keys import chunk_in_grid
 from wkjupyter.server.encode import ChunkEncoder
@@ -227,14 +232,27 @@ class GrantCache:
     meantime, which is checked. Revoking a link or making a dataset private is a commit, so
     it takes effect on the next request as before. PostgreSQL has no such cheap signal:
     there every request asks the catalog.
+
+    ``data_version`` only counts commits to the file this cache opened: when the catalog's
+    path names another file (a backup moved over it), everything cached is dropped and the
+    new file opened; when it names none, :class:`~wkjupyter.errors.CatalogNotFoundError`.
     """
 
     MAX_ENTRIES = 10_000
 
-    def __init__(self, path: str) -> None:
-        uri = f"file:{urllib.parse.quote(path)}?mode=ro"
-        self._conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
-        self._entries: OrderedDict[tuple[str, str], tuple[int, Grant | None]] = OrderedDict()
+    def __init__(self, path: str, file_id: Callable[[], tuple[int, int] | None]) -> None:
+        self._path = path
+        self._file_id = file_id
+        self._ident = file_id()  # before connecting: a file swapped in between reconnects
+        self._opened = 0  # how many files this cache has opened: versions of two don't compare
+        self._conn = self._connect()
+        self._entries: OrderedDict[tuple[str, str], tuple[tuple[int, int], Grant | None]] = (
+            OrderedDict()
+        )
+
+    def _connect(self) -> sqlite3.Connection:
+        uri = f"file:{urllib.parse.quote(self._path)}?mode=ro"
+        return sqlite3.connect(uri, uri=True, check_same_thread=False)
 
     @classmethod
     def for_catalog(cls, catalog: Catalog) -> GrantCache | None:
@@ -244,20 +262,30 @@ class GrantCache:
             return None
         if path.startswith("file:"):
             return None
-        return cls(path)
+        return cls(path, catalog.file_id)
 
     @property
-    def version(self) -> int:
+    def version(self) -> tuple[int, int]:
+        """The catalog's version: which file, and its ``data_version`` (raises
+        :class:`~wkjupyter.errors.CatalogNotFoundError` when the file is gone)."""
+        ident = self._file_id()  # one stat: microseconds
+        if ident != self._ident:
+            self._entries.clear()  # read from another file
+            self._conn.close()
+            self._ident = ident
+            self._opened += 1
+            self._conn = self._connect()
         row = self._conn.execute("PRAGMA data_version").fetchone()
-        return int(row[0])
+        return self._opened, int(row[0])
 
     def get(self, key: tuple[str, str]) -> tuple[bool, Grant | None]:
         """(hit, grant): hit only if the catalog has not changed since it was stored."""
+        current = self.version  # first: a replaced file drops every entry
         entry = self._entries.get(key)
         if entry is None:
             return False, None
         version, grant = entry
-        if version != self.version:
+        if version != current:
             self._entries.clear()
             return False, None
         if grant is not None and grant.expires_at is not None and grant.expires_at <= utcnow():
@@ -265,7 +293,7 @@ class GrantCache:
         self._entries.move_to_end(key)
         return True, grant
 
-    def put(self, key: tuple[str, str], grant: Grant | None, version: int) -> None:
+    def put(self, key: tuple[str, str], grant: Grant | None, version: tuple[int, int]) -> None:
         """Store a grant looked up at catalog ``version`` (read before the lookup)."""
         self._entries[key] = (version, grant)
         while len(self._entries) > self.MAX_ENTRIES:
@@ -297,6 +325,7 @@ class DataService:
         self._uses: dict[int, tuple[int, float]] = {}
         self._grants = GrantCache.for_catalog(catalog)
         self._flusher: asyncio.Task[None] | None = None
+        self._flush_failing = False
 
     # -- catalog access ------------------------------------------------------------------------
 
@@ -331,7 +360,7 @@ class DataService:
             cache = self._grants
             hit, grant = cache.get(key) if cache is not None else (False, None)
             if not hit:
-                version = cache.version if cache is not None else 0
+                version = cache.version if cache is not None else (0, 0)
                 token = path.token
                 if token is not None:
                     grant = await self.read_catalog(lambda c: access.token_grant(c, token))
@@ -396,7 +425,7 @@ class DataService:
         try:
             view = await self.view(grant)
             return await self._reply(path, grant, view)
-        except RemoteAccessError:
+        except (RemoteAccessError, SourceGoneError):  # its metadata may be stale as well
             self.forget(grant.dataset_id)
             raise
 
@@ -505,8 +534,21 @@ class DataService:
 
         try:
             await self.in_catalog(write)
+        except CatalogUnavailableError as err:
+            # Busy, read-only or missing: keep the counts for the next flush, and say so once.
+            for link_id, (count, when) in uses.items():
+                pending, last = self._uses.get(link_id, (0, 0.0))
+                self._uses[link_id] = (pending + count, max(last, when))
+            if not self._flush_failing:
+                log.warning("link uses not recorded, kept until the catalog takes them: %s", err)
+            self._flush_failing = True
+            return
         except Exception:
             log.exception("could not record %d link uses; they are lost", len(uses))
+            return
+        if self._flush_failing:
+            log.warning("link uses recorded again")
+            self._flush_failing = False
 
     async def close(self) -> None:
         """Write pending link uses and release the catalog threads."""
@@ -515,6 +557,9 @@ class DataService:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._flusher
         await self.flush_uses()
+        if self._uses:
+            lost = sum(count for count, _ in self._uses.values())
+            log.warning("%d link uses could not be recorded and are lost", lost)
         await close_filesystems()  # the storage connections opened on this loop
         if self._grants is not None:
             self._grants.close()

@@ -101,7 +101,9 @@ class WkJupyter(ExtensionApp):
 
     def initialize_settings(self) -> None:
         data_dir = Path(self.catalog_dir) if self.catalog_dir else None
-        catalog = Catalog(self.catalog_url, data_dir=data_dir)
+        # A catalog named in the config must exist (as with --catalog-url): a typo must not
+        # start an empty catalog; the default one is created on first use.
+        catalog = Catalog(self.catalog_url, data_dir=data_dir, create=not self.catalog_url)
         options = ServeOptions(
             chunk_codec=self.chunk_codec,
             chunk_level=self.chunk_level,

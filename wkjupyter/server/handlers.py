@@ -15,9 +15,11 @@ before anything logs it (:mod:`wkjupyter.server.redact`).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
+import time
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from tornado import web
@@ -30,6 +32,7 @@ from wkjupyter.errors import (
     RemoteNotFoundError,
     RemoteUnavailableError,
     UnsupportedFormatError,
+    UpstreamBusyError,
 )
 from wkjupyter.server import landing
 from wkjupyter.server._http import (
@@ -43,6 +46,7 @@ from wkjupyter.server._keys import AbsentKeyError, parse_data_path
 from wkjupyter.server.data import HTML_TYPE, JSON_TYPE, ChunkKeyError, Reply, listing_reply
 from wkjupyter.server.redact import redact_uri
 from wkjupyter.server.rest import server_url
+from wkjupyter.sources._fs import failed_upstream, serving
 
 if TYPE_CHECKING:
     from wkjupyter.catalog.access import Grant
@@ -119,6 +123,9 @@ class _Routes(web.RequestHandler):
             return
         if status_code == 416:  # send_error cleared the headers set before
             self.set_header("Content-Range", self._wkjupyter_content_range)
+        retry_after = getattr(self, "_wkjupyter_retry_after", None)
+        if retry_after is not None:
+            self.set_header("Retry-After", str(retry_after))
         reason = getattr(self, "_wkjupyter_reason", None) or self._reason
         body = {"error": self._reason, "message": reason}
         self.finish(json.dumps(body).encode())
@@ -187,27 +194,35 @@ class _Routes(web.RequestHandler):
         answer with a redirect to it (only once it is known to exist, so that absent names
         get their 404 at once).
         """
+        failures: FailureLog = self.settings.setdefault("wkjupyter_failure_log", FailureLog())
+        path = self.request.path
         try:
-            reply = await work
+            with serving():  # storage requests wait for a slot within their timeout only
+                reply = await work
         except ChunkKeyError as err:
             self._fail(400, str(err))
             return
         except (RemoteAccessError, RemoteNotFoundError) as err:
-            log.warning("upstream refused a read for %s: %s", self.request.path, err)
+            failures.failed(failed_upstream(err), "upstream refused a read for", path, err)
             self._fail(502, _UPSTREAM_DENIED if isinstance(err, RemoteAccessError) else _GONE)
             return
+        except UpstreamBusyError as err:
+            failures.failed(failed_upstream(err), "upstream busy for", path, err)
+            self._wkjupyter_retry_after = err.retry_after
+            self._fail(503, _BUSY)
+            return
         except RemoteUnavailableError as err:
-            log.warning("upstream unavailable for %s: %s", self.request.path, err)
+            failures.failed(failed_upstream(err), "upstream unavailable for", path, err)
             timeout = "timed out" in str(err)
             self._fail(504 if timeout else 503, _TIMEOUT if timeout else _UNAVAILABLE)
             return
         except (MetadataError, UnsupportedFormatError) as err:
-            log.warning("unreadable upstream data for %s: %s", self.request.path, err)
+            failures.failed(failed_upstream(err), "unreadable upstream data for", path, err)
             self._fail(502, _CORRUPT)
             return
         except CatalogUnavailableError as err:
-            log.warning("catalog busy for %s: %s", self.request.path, err)
-            self._fail(503, "the catalog is busy; try again")
+            failures.failed("the catalog", "catalog unavailable for", path, err)
+            self._fail(503, err.reason)  # busy, catalog file missing, read-only: no path
             return
         if reply is None:
             self.send_error(404)
@@ -227,12 +242,64 @@ _UPSTREAM_DENIED = (
 )
 _GONE = "the dataset's storage no longer has the data this dataset was imported from"
 _TIMEOUT = "the dataset's storage did not answer in time; try again later"
+_BUSY = (
+    "the dataset's storage is slow and too many requests already wait for it; "
+    "try again after Retry-After seconds"
+)
 _UNAVAILABLE = "the dataset's storage is unreachable or failing; try again later"
 _CORRUPT = "the dataset's stored data or metadata is malformed and cannot be served"
 _ENCODED_SLASH = (
     "invalid data path: '%2F' (an encoded '/') is not allowed; no name contains '/', "
     "so separate names with a plain '/'"
 )
+
+
+class FailureLog:
+    """Upstream failures logged per upstream (host or bucket): the first one, then at most one
+    summary every ``interval`` seconds ("N more failures in the last 10 s; the last: ...").
+
+    An outage answers every request with a 5xx (and the access log has a line for each);
+    a warning per failed request would bury everything else in the log.
+    """
+
+    def __init__(self, interval: float = 10.0) -> None:
+        self.interval = interval
+        self._hosts: dict[str, _Failures] = {}
+
+    def failed(self, upstream: str | None, what: str, path: str, err: Exception) -> None:
+        """Log a failure of ``upstream`` on the request for ``path``; failures of no known
+        upstream (corrupt data a reader found) are counted by ``what``."""
+        key = upstream or what.removesuffix(" for")
+        now = time.monotonic()
+        state = self._hosts.get(key)
+        if state is None or (state.suppressed == 0 and now - state.since >= self.interval):
+            self._hosts[key] = _Failures(since=now)
+            log.warning("%s %s: %s", what, path, err)
+            return
+        state.suppressed += 1
+        state.last = f"{what} {path}: {err}"
+        if state.timer is None:
+            delay = max(0.0, state.since + self.interval - now)
+            state.timer = asyncio.get_running_loop().call_later(delay, self._summarize, key)
+
+    def _summarize(self, key: str) -> None:
+        state = self._hosts[key]
+        now = time.monotonic()
+        log.warning(
+            "%s: %d more failures in the last %.0f s; the last: %s",
+            key, state.suppressed, now - state.since, state.last,
+        )  # fmt: skip
+        state.since, state.suppressed, state.timer = now, 0, None
+
+
+class _Failures:
+    __slots__ = ("last", "since", "suppressed", "timer")
+
+    def __init__(self, since: float) -> None:
+        self.since = since
+        self.suppressed = 0
+        self.last = ""
+        self.timer: asyncio.TimerHandle | None = None
 
 
 class DataRoutes(_Routes):

@@ -18,23 +18,29 @@ extension, a bearer token in ``wkjupyter serve``).
 ``GET|PATCH|DELETE api/links/<id>``       one link; PATCH ``expires``, ``label``;
                                          DELETE revokes
 =======================================  ==========================================
+
+Explore and import need the import permission (editor or admin), checked before any URL is
+fetched: exploring makes the server read what a URL names. Local paths are read only under
+``local_roots``, checked on the path each read really opens. Bad input is a 4xx with a
+message, never a 500: bodies nested deeper than 32 levels or text holding NUL characters or
+lone surrogates are refused before anything else.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from tornado import web
 
 from wkjupyter.catalog import credentials as cred_service
 from wkjupyter.catalog import datasets as ds_service
 from wkjupyter.catalog import links as link_service
+from wkjupyter.catalog import permissions
 from wkjupyter.catalog import users as user_service
 from wkjupyter.catalog.models import Annotation, DatasetRecord
 from wkjupyter.datasource import DataSource
@@ -47,13 +53,11 @@ from wkjupyter.errors import (
     RemoteUnavailableError,
     WkJupyterError,
 )
+from wkjupyter.server import _api_input as parse
+from wkjupyter.server._api_input import ApiError
 from wkjupyter.server.data import JSON_TYPE
-from wkjupyter.sources.explore import ExploreReport, explore_async
-from wkjupyter.sources.neuroglancer import (
-    is_neuroglancer_url,
-    parse_neuroglancer_url,
-    split_source,
-)
+from wkjupyter.sources._fs_urls import join_url, parse_url
+from wkjupyter.sources.explore import ExploreReport, explore_async, storage_urls
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -68,7 +72,6 @@ if TYPE_CHECKING:
 __all__ = ["ApiRoutes", "ApiState", "api_handlers", "server_url"]
 
 T = TypeVar("T")
-_MAX_BODY = 1 << 20
 
 
 @dataclass
@@ -111,14 +114,6 @@ def server_url(handler: web.RequestHandler) -> str:
     return f"{handler.request.protocol}://{handler.request.host}{base}"
 
 
-class ApiError(Exception):
-    """A client error found by the API itself (bad JSON, a missing field)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
 class ApiRoutes(web.RequestHandler):
     """JSON in, JSON out; catalog work in the data service's threads."""
 
@@ -152,17 +147,7 @@ class ApiRoutes(web.RequestHandler):
         return await self.api.data.in_catalog(body)
 
     def body(self) -> dict[str, Any]:
-        if len(self.request.body) > _MAX_BODY:
-            raise ApiError(413, f"the request body is larger than {_MAX_BODY} bytes")
-        if not self.request.body:
-            return {}
-        try:
-            doc = json.loads(self.request.body)
-        except ValueError as err:
-            raise ApiError(400, f"the request body is not JSON: {err}") from err
-        if not isinstance(doc, dict):
-            raise ApiError(400, "the request body must be a JSON object")
-        return doc
+        return parse.body(self.request.body)
 
     def reply(self, doc: Any, status: int = 200) -> None:
         self.set_status(status)
@@ -201,25 +186,33 @@ class ApiRoutes(web.RequestHandler):
         return {"zarr_url": f"{root}/zarr/{name}/", "zarr3_url": f"{root}/zarr3/{name}/"}
 
     async def explore(self, doc: dict[str, Any]) -> tuple[ExploreReport, Credential | None]:
-        """Explore the request's ``urls`` with its ``credential``, once both are valid and no
-        URL reads a local path outside the allowed roots."""
-        urls = _urls(doc)
-        credential = _credential(doc)
-        self.check_local(urls)
+        """Explore the request's ``urls`` with its ``credential``, once the actor may import,
+        both are valid and no URL reads a local path outside the allowed roots."""
+        await self.run(lambda s, a: permissions.require(s, a, "import"))
+        urls = parse.urls(doc)
+        credential = parse.credential(doc)
+        self.check_local(u for given in urls for u in storage_urls(given))
         return await explore_async(urls, credential), credential
 
     def check_local(self, urls: Iterable[str]) -> None:
-        """Refuse local paths outside the allowed roots before anything reads them."""
-        for url in (u for given in urls for u in _storage_urls(given)):
-            path = _local_path(url)
-            if path is None:
+        """Refuse storage URLs that read local paths outside the allowed roots, before
+        anything reads them: each path as the stores will open it (``parse_url``: ``~``,
+        ``file://``, percent-decoding, relative to the working directory), with ``..`` and
+        symlinks resolved."""
+        roots = [root.expanduser().resolve() for root in self.api.local_roots]
+        for url in urls:
+            try:
+                parsed = parse_url(url)
+            except ValueError:  # no store opens it, so nothing is read
                 continue
-            resolved = path.resolve()
-            if not any(resolved.is_relative_to(root.resolve()) for root in self.api.local_roots):
-                roots = ", ".join(str(r) for r in self.api.local_roots) or "none configured"
+            if parsed.scheme != "file":
+                continue
+            resolved = Path(parsed.root).resolve(strict=False)
+            if not any(resolved.is_relative_to(root) for root in roots):
+                shown = ", ".join(str(r) for r in self.api.local_roots) or "none configured"
                 msg = (
-                    f"local path {str(path)!r} is outside the directories this server may "
-                    f"import from ({roots}); an administrator can allow more with "
+                    f"local path {url!r} is outside the directories this server may "
+                    f"import from ({shown}); an administrator can allow more with "
                     "c.WkJupyter.allowed_local_roots (or --allow-local-root)"
                 )
                 raise ApiError(403, msg)
@@ -277,9 +270,9 @@ class DatasetsApi(ApiRoutes):
     async def get(self) -> None:
         search = self.get_query_argument("search", None)
         tags = self.get_query_arguments("tag") or None
-        public = _optional_bool(self.get_query_argument("public", None), "public")
-        limit = _optional_int(self.get_query_argument("limit", None), "limit")
-        offset = _optional_int(self.get_query_argument("offset", None), "offset") or 0
+        public = parse.optional_bool(self.get_query_argument("public", None), "public")
+        limit = parse.optional_int(self.get_query_argument("limit", None), "limit")
+        offset = parse.optional_int(self.get_query_argument("offset", None), "offset") or 0
 
         def listing(s: Session, a: User) -> tuple[list[dict[str, Any]], int]:
             records = ds_service.list_datasets(
@@ -298,10 +291,10 @@ class DatasetsApi(ApiRoutes):
         report, credential = await self.explore(doc)
         datasource = _found(report)
         self.check_local(_source_urls(datasource))
-        name = _optional_str(doc, "name")
-        tags = _str_list(doc, "tags") if doc.get("tags") is not None else []
-        public = _bool(doc, "public", default=False)
-        description = _optional_str(doc, "description") or ""
+        name = parse.optional_str(doc, "name")
+        tags = parse.str_list(doc, "tags") if doc.get("tags") is not None else []
+        public = parse.boolean(doc, "public", default=False)
+        description = parse.optional_str(doc, "description") or ""
 
         def add(s: Session, a: User) -> dict[str, Any]:
             cred_id = cred_service.store_or_reuse(s, self.api.box, a, credential)
@@ -321,6 +314,8 @@ class DatasetApi(ApiRoutes):
     """``api/datasets/<name>``: get, change, delete one dataset."""
 
     async def get(self, name: str) -> None:
+        parse.check_text(name, "the dataset name")
+
         def get(s: Session, a: User) -> tuple[dict[str, Any], str]:
             record = ds_service.get_dataset(s, a, name)
             return ds_service.dataset_summary(record), record.datasource
@@ -331,6 +326,7 @@ class DatasetApi(ApiRoutes):
         self.reply(summary)
 
     async def patch(self, name: str) -> None:
+        parse.check_text(name, "the dataset name")
         doc = self.body()
         known = {"tags", "add_tags", "remove_tags", "public", "description", "name", "teams"}
         unknown = sorted(set(doc) - known)
@@ -340,19 +336,23 @@ class DatasetApi(ApiRoutes):
         def change(s: Session, a: User) -> dict[str, Any]:
             record = ds_service.get_dataset(s, a, name)
             if "tags" in doc:
-                ds_service.set_tags(s, a, record, _str_list(doc, "tags"))
+                ds_service.set_tags(s, a, record, parse.str_list(doc, "tags"))
             if "add_tags" in doc:
-                ds_service.add_tags(s, a, record, _str_list(doc, "add_tags"))
+                ds_service.add_tags(s, a, record, parse.str_list(doc, "add_tags"))
             if "remove_tags" in doc:
-                ds_service.remove_tags(s, a, record, _str_list(doc, "remove_tags"))
+                ds_service.remove_tags(s, a, record, parse.str_list(doc, "remove_tags"))
             if "public" in doc:
-                ds_service.set_public(s, a, record, _bool(doc, "public"))
+                ds_service.set_public(s, a, record, parse.boolean(doc, "public"))
             if "description" in doc:
-                ds_service.set_description(s, a, record, _optional_str(doc, "description") or "")
+                ds_service.set_description(
+                    s, a, record, parse.optional_str(doc, "description") or ""
+                )
             if "teams" in doc:
-                ds_service.set_allowed_teams(s, a, record, _str_list(doc, "teams"))
+                ds_service.set_allowed_teams(s, a, record, parse.str_list(doc, "teams"))
             if "name" in doc:
-                record = ds_service.rename_dataset(s, a, record, _optional_str(doc, "name") or "")
+                record = ds_service.rename_dataset(
+                    s, a, record, parse.optional_str(doc, "name") or ""
+                )
             s.refresh(record)
             return ds_service.dataset_summary(record)
 
@@ -361,6 +361,7 @@ class DatasetApi(ApiRoutes):
         self.reply(summary)
 
     async def delete(self, name: str) -> None:
+        parse.check_text(name, "the dataset name")
         await self.run(
             lambda s, a: ds_service.delete_dataset(s, a, ds_service.get_dataset(s, a, name))
         )
@@ -369,11 +370,19 @@ class DatasetApi(ApiRoutes):
 
 
 class ExploreApi(ApiRoutes):
-    """``api/explore``: what is at some URLs, without importing."""
+    """``api/explore``: what is at some URLs, without importing (the import permission is
+    needed all the same: it makes the server fetch URLs)."""
 
     async def post(self) -> None:
-        report, _ = await self.explore(self.body())
+        doc = self.body()
+        try:
+            report, _ = await self.explore(doc)
+        except PermissionDeniedError as err:
+            msg = f"{err} (exploring through the server is the first step of an import)"
+            raise PermissionDeniedError(msg) from None
         datasource = report.datasource if report else None
+        if datasource is not None:  # metadata inside a root may name data outside it
+            self.check_local(_source_urls(datasource))
         self.reply(
             {
                 "found": datasource is not None,
@@ -404,12 +413,12 @@ class LinksApi(ApiRoutes):
 
     async def post(self) -> None:
         doc = self.body()
-        dataset = _optional_str(doc, "dataset")
+        dataset = parse.optional_str(doc, "dataset")
         if not dataset:
             raise ApiError(400, "'dataset' (the name of the dataset to link) is required")
         expires = doc.get("expires", link_service.DEFAULT_EXPIRY)
-        label = _optional_str(doc, "label") or ""
-        layers = _str_list(doc, "layers") if doc.get("layers") is not None else None
+        label = parse.optional_str(doc, "label") or ""
+        layers = parse.str_list(doc, "layers") if doc.get("layers") is not None else None
 
         def create(s: Session, a: User) -> tuple[LinkRecord, str, str]:
             record = ds_service.get_dataset(s, a, dataset)
@@ -422,13 +431,24 @@ class LinksApi(ApiRoutes):
         self.reply(self.link_json(link, token, slug), 201)
 
 
+class NoRoute(ApiRoutes):
+    """Any other path below ``api/``: a JSON 404 naming the routes."""
+
+    async def get(self, *_: str) -> None:
+        routes = "datasets, datasets/<name>, explore, links, links/<id>"
+        raise ApiError(404, f"no API route {self.request.path!r}; the API has {routes}")
+
+    post = patch = delete = get
+
+
 class LinkApi(ApiRoutes):
     """``api/links/<id>``: get, change (``expires``, ``label``), revoke (DELETE)."""
 
     async def get(self, link_id: str) -> None:
-        self.reply(await self._one(int(link_id)))
+        self.reply(await self._one(parse.link_id(link_id)))
 
     async def patch(self, link_id: str) -> None:
+        parse.link_id(link_id)
         doc = self.body()
         unknown = sorted(set(doc) - {"expires", "label"})
         if unknown:
@@ -437,13 +457,13 @@ class LinkApi(ApiRoutes):
         if "expires" in doc:
             kwargs["expires"] = doc["expires"]
         if "label" in doc:
-            kwargs["label"] = _optional_str(doc, "label") or ""
-        ident = int(link_id)
+            kwargs["label"] = parse.optional_str(doc, "label") or ""
+        ident = parse.link_id(link_id)
         await self.run(lambda s, a: link_service.update_link(s, a, ident, **kwargs))
         self.reply(await self._one(ident))
 
     async def delete(self, link_id: str) -> None:
-        ident = int(link_id)
+        ident = parse.link_id(link_id)
         await self.run(lambda s, a: link_service.revoke_link(s, a, ident))
         self.set_status(204)
         self.finish()
@@ -472,7 +492,8 @@ def api_handlers(prefix: str, classes: dict[str, type[ApiRoutes]]) -> list[tuple
         (f"{prefix}api/datasets/([^/]+)/?", classes["dataset"]),
         (f"{prefix}api/explore/?", classes["explore"]),
         (f"{prefix}api/links/?", classes["links"]),
-        (f"{prefix}api/links/([0-9]{{1,18}})/?", classes["link"]),
+        (f"{prefix}api/links/([^/]+)/?", classes["link"]),
+        (f"{prefix}api/(.*)", classes["no route"]),
     ]
 
 
@@ -482,67 +503,8 @@ API_ROLES: dict[str, type[ApiRoutes]] = {
     "explore": ExploreApi,
     "links": LinksApi,
     "link": LinkApi,
+    "no route": NoRoute,
 }
-
-
-# -- request parsing ---------------------------------------------------------------------------
-
-
-def _urls(doc: dict[str, Any]) -> list[str]:
-    urls = doc.get("urls", doc.get("url"))
-    if isinstance(urls, str):
-        urls = [urls]
-    if not isinstance(urls, list) or not urls or not all(isinstance(u, str) and u for u in urls):
-        raise ApiError(400, "'urls' must be a URL or a non-empty list of URLs")
-    return urls
-
-
-def _credential(doc: dict[str, Any]) -> Credential | None:
-    if doc.get("credential") is None:
-        return None
-    try:
-        return cred_service.credential_from_json(doc["credential"])
-    except ValueError as err:
-        raise ApiError(400, str(err)) from err
-
-
-def _optional_str(doc: dict[str, Any], key: str) -> str | None:
-    value = doc.get(key)
-    if value is not None and not isinstance(value, str):
-        raise ApiError(400, f"'{key}' must be a string")
-    return value
-
-
-def _str_list(doc: dict[str, Any], key: str) -> list[str]:
-    value = doc.get(key)
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ApiError(400, f"'{key}' must be a list of strings")
-    return value
-
-
-def _bool(doc: dict[str, Any], key: str, default: bool | None = None) -> bool:
-    value = doc.get(key, default)
-    if not isinstance(value, bool):
-        raise ApiError(400, f"'{key}' must be true or false")
-    return value
-
-
-def _optional_bool(text: str | None, key: str) -> bool | None:
-    if text is None or text == "":
-        return None
-    if text.lower() in {"true", "1", "yes"}:
-        return True
-    if text.lower() in {"false", "0", "no"}:
-        return False
-    raise ApiError(400, f"'{key}' must be true or false, got {text!r}")
-
-
-def _optional_int(text: str | None, key: str) -> int | None:
-    if text is None or text == "":
-        return None
-    if not text.isdigit() or len(text) > 9:
-        raise ApiError(400, f"'{key}' must be a non-negative integer, got {text!r}")
-    return int(text)
 
 
 def _found(report: ExploreReport) -> DataSource:
@@ -585,36 +547,15 @@ def _layers(datasource_json: str) -> list[dict[str, Any]]:
 
 
 def _source_urls(datasource: DataSource) -> list[str]:
-    """Every storage URL the data source reads (mag paths joined to their base URL)."""
+    """Every storage URL the data source reads: its base URLs and each mag's path joined to
+    its layer's base URL, as :func:`~wkjupyter.sources.open_mag` joins them."""
     urls = []
     for layer in datasource.layers.values():
         if layer.base_url:
             urls.append(layer.base_url)
         for level in layer.mags.values():
-            absolute = urlsplit(level.path).scheme or level.path.startswith("/")
-            if absolute or not layer.base_url:
-                urls.append(level.path)
+            try:
+                urls.append(join_url(layer.base_url, level.path) if layer.base_url else level.path)
+            except ValueError:  # climbs above the root: open_mag fails the same way
+                continue
     return urls
-
-
-def _storage_urls(url: str) -> list[str]:
-    """The storage URLs an explore input reads: a Neuroglancer state's sources, a
-    ``zarr://file:///…`` or ``…|zarr:`` source's storage URL, else the URL itself."""
-    try:
-        if is_neuroglancer_url(url):
-            layers, _ = parse_neuroglancer_url(url)
-            return [source.url for layer in layers for source in layer.sources]
-        return [split_source(url).url]
-    except ValueError:  # malformed: explore reports it; nothing local is read for it
-        return [url]
-
-
-def _local_path(url: str) -> Path | None:
-    """The local path a storage URL reads (relative paths against the server's working
-    directory, as explore reads them), or None for remote URLs."""
-    parts = urlsplit(url)
-    if parts.scheme == "file":
-        return Path(parts.path)
-    if parts.scheme == "" or (len(parts.scheme) == 1 and os.name == "nt"):
-        return Path(url).absolute()
-    return None

@@ -4,7 +4,9 @@ For deployments and replicas (several stateless processes sharing a PostgreSQL c
 any load balancer), without a Jupyter server and its code-execution power. Data routes answer
 everyone (access by public flag or link token); a request bearing the server's API token
 (``Authorization: token <token>``) acts as the configured user, for private datasets and the
-REST API. The token is printed at start unless given with ``--token`` / ``$WKJUPYTER_TOKEN``.
+REST API. The token is printed at start unless given with ``--token-file`` / ``$WKJUPYTER_TOKEN``.
+Timeouts, request sizes and a connection cap (:class:`~wkjupyter.server._limits.HttpLimits`)
+protect it from clients that hold connections open or send oversized requests.
 """
 
 from __future__ import annotations
@@ -18,10 +20,10 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from tornado import web
-from tornado.httpserver import HTTPServer
 from tornado.log import access_log
 from tornado.netutil import bind_sockets
 
+from wkjupyter.server._limits import HttpLimits, LimitedHTTPServer, limited_server
 from wkjupyter.server.data import DataService, ServeOptions
 from wkjupyter.server.handlers import (
     DATA_ROUTE,
@@ -40,7 +42,7 @@ if TYPE_CHECKING:
 
     from wkjupyter.catalog.core import Catalog
 
-__all__ = ["BackgroundServer", "make_app", "serve"]
+__all__ = ["BackgroundServer", "HttpLimits", "make_app", "serve"]
 
 log = logging.getLogger("wkjupyter.server")
 
@@ -149,24 +151,37 @@ def make_app(
     return web.Application(handlers, **settings)
 
 
+_UPSTREAM_STATUSES = frozenset({502, 503, 504})
+
+
 def log_request(handler: web.RequestHandler) -> None:
     """Log a finished request as Jupyter does: successes at DEBUG (one line per chunk would
     swamp the log and cost a twentieth of the serving time), client errors at INFO, server
-    errors at WARNING. Secrets in the request line (link tokens, credential query parameters)
-    are redacted for every route, unmatched paths included."""
+    errors at WARNING, except upstream failures (502, 503, 504) at INFO: the data routes warn
+    of those once per upstream and then in summaries, and an outage must not log a warning
+    per request. Secrets in the request line (link tokens, credential query parameters) are
+    redacted for every route, unmatched paths included."""
     status = handler.get_status()
-    level = logging.DEBUG if status < 400 else logging.INFO if status < 500 else logging.WARNING
+    level = (
+        logging.DEBUG
+        if status < 400
+        else logging.INFO
+        if status < 500 or status in _UPSTREAM_STATUSES
+        else logging.WARNING
+    )
     if access_log.isEnabledFor(level):
         took = 1000.0 * handler.request.request_time()
         summary = redact_uri(handler._request_summary())
         access_log.log(level, "%d %s %.2fms", status, summary, took)
 
 
-def listen(app: web.Application, host: str, port: int) -> tuple[HTTPServer, str]:
-    """Serve ``app`` on ``host:port`` (0: a free port) on the running loop; returns the
-    server and its base URL (``http://host:port{base_url}``)."""
+def listen(
+    app: web.Application, host: str, port: int, limits: HttpLimits | None = None
+) -> tuple[LimitedHTTPServer, str]:
+    """Serve ``app`` on ``host:port`` (0: a free port) on the running loop within ``limits``;
+    returns the server and its base URL (``http://host:port{base_url}``)."""
     sockets = bind_sockets(port, host)
-    server = HTTPServer(app)
+    server = limited_server(app, limits)
     server.add_sockets(sockets)
     shown = f"[{host}]" if ":" in host else host
     return server, f"http://{shown}:{sockets[0].getsockname()[1]}{app.settings['base_url']}"
@@ -183,16 +198,20 @@ async def serve(
     public_url: str | None = None,
     local_roots: list[Path] | None = None,
     options: ServeOptions | None = None,
+    limits: HttpLimits | None = None,
     ready: Callable[[str, str], None] | None = None,
 ) -> None:
-    """Serve until SIGINT/SIGTERM; ``ready(url, token)`` is called once listening."""
+    """Serve until SIGINT/SIGTERM; ``ready(url, token)`` is called once listening.
+
+    ``limits``: timeouts, request sizes and the connection cap (default :class:`HttpLimits`).
+    """
     data = DataService(catalog, options)
     token = token or secrets.token_urlsafe(32)
     app = make_app(
         data, owner=owner, token=token, base_url=base_url, public_url=public_url,
         local_roots=local_roots,
     )  # fmt: skip
-    server, bound_url = listen(app, host, port)
+    server, bound_url = listen(app, host, port, limits)
     url = public_url or bound_url
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -224,6 +243,9 @@ class BackgroundServer:
         The API token (``Authorization: token <token>``).
     data
         The server's :class:`DataService`; touch it only through :meth:`call`.
+
+    ``limits`` (:class:`HttpLimits`) are those of ``wkjupyter serve``: timeouts, request sizes,
+    the connection cap.
     """
 
     def __init__(
@@ -238,6 +260,7 @@ class BackgroundServer:
         options: ServeOptions | None = None,
         local_roots: list[Path] | None = None,
         log_function: Callable[[web.RequestHandler], None] | None = None,
+        limits: HttpLimits | None = None,
     ) -> None:
         self.catalog = catalog
         self.owner = owner
@@ -245,6 +268,7 @@ class BackgroundServer:
         self.url = ""
         self._host, self._port, self._base_url = host, port, base_url
         self._options, self._roots, self._log_function = options, local_roots, log_function
+        self._limits = limits
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="wkjupyter-serve", daemon=True
@@ -264,7 +288,7 @@ class BackgroundServer:
             self.data, owner=self.owner, token=self.token, base_url=self._base_url,
             local_roots=self._roots, log_function=self._log_function,
         )  # fmt: skip
-        self._server, root = listen(self.app, self._host, self._port)
+        self._server, root = listen(self.app, self._host, self._port, self._limits)
         self.url = f"{root}wkjupyter/"
 
     def call(self, coro: Any, timeout: float = 60) -> Any:

@@ -14,7 +14,13 @@ works on wkjupyter's background loop and on a server's loop.
 Storage errors become ours: 404 means "not stored" (``None`` from :meth:`Store.get`),
 401/403 :class:`~wkjupyter.errors.RemoteAccessError`, timeouts, unreachable hosts and 5xx
 :class:`~wkjupyter.errors.RemoteUnavailableError`, each naming the URL. A 5xx is never
-"not stored": a reader would paint the chunk with the fill value (STYLE.md rule 6).
+"not stored": a reader would paint the chunk with the fill value (STYLE.md rule 6). Nor is
+a missing key of a source that is gone (S3 NoSuchBucket; the metadata document this store
+read has vanished, re-checked on a miss at most every ``AccessOptions.recheck`` seconds):
+:class:`~wkjupyter.errors.SourceGoneError`.
+
+Requests queue per upstream host or bucket (:mod:`~wkjupyter.sources._fs_limits`), so a
+frozen host holds up only its own requests.
 """
 
 from __future__ import annotations
@@ -31,18 +37,34 @@ from wkjupyter.errors import (
     InvalidKeyError,
     MetadataError,
     RemoteAccessError,
-    RemoteNotFoundError,
+    SourceGoneError,
     WkJupyterError,
 )
 from wkjupyter.sources import _fs_http
 from wkjupyter.sources._fs_clients import (
     cached,
     close_clients,
-    loop_cache,
     make_gcs_fs,
     make_s3_fs,
 )
-from wkjupyter.sources._fs_errors import chain, status_of, translate_error
+from wkjupyter.sources._fs_errors import (
+    Witness,
+    chain,
+    failed_upstream,
+    is_absent,
+    status_of,
+    tag_upstream,
+    translate_error,
+    unless_absent,
+)
+from wkjupyter.sources._fs_limits import (
+    Call,
+    is_serving,
+    serving,
+    slots,
+    upstream_label,
+    upstream_of,
+)
 from wkjupyter.sources._fs_urls import ParsedUrl, Scheme, join_url, parse_url
 from wkjupyter.sources._sizes import parse_size
 
@@ -60,8 +82,10 @@ __all__ = [
     "S3Credential",
     "Store",
     "close_filesystems",
+    "failed_upstream",
     "join_url",
     "parse_url",
+    "serving",
     "translate_error",
 ]
 
@@ -145,11 +169,15 @@ def _secrets(credential: Credential | None) -> list[str]:
 
 @dataclass(frozen=True, slots=True)
 class AccessOptions:
-    """How storage is accessed: request concurrency bound, per-request timeout (s), and the
-    largest read into memory (bytes; ``Layer.read`` refuses bigger ones).
+    """How storage is accessed: requests in flight per upstream host (or bucket), the
+    timeout of a request (s; it covers the wait for a slot), the largest read into memory
+    (bytes; ``Layer.read`` refuses bigger ones), how many requests may wait for a host's
+    slots before more are refused (``None``: four times ``concurrency``), and how often (s)
+    a missing key makes the store re-check that its metadata document still exists.
 
-    Defaults come from ``WKJUPYTER_CONCURRENCY``, ``WKJUPYTER_TIMEOUT`` and
-    ``WKJUPYTER_MAX_READ`` (bytes or with a unit: ``16GiB``) when set; else 64, 30 s, 4 GiB.
+    Defaults come from ``WKJUPYTER_CONCURRENCY``, ``WKJUPYTER_TIMEOUT``,
+    ``WKJUPYTER_MAX_READ`` (bytes or with a unit: ``16GiB``), ``WKJUPYTER_MAX_QUEUED`` and
+    ``WKJUPYTER_RECHECK`` when set; else 64, 30 s, 4 GiB, 256, 10 s.
     """
 
     concurrency: int = field(
@@ -161,11 +189,27 @@ class AccessOptions:
             os.environ.get("WKJUPYTER_MAX_READ", "4GiB"), "WKJUPYTER_MAX_READ"
         )
     )
+    max_queued: int | None = field(
+        default_factory=lambda: _int_or_none(os.environ.get("WKJUPYTER_MAX_QUEUED"))
+    )
+    recheck: float = field(default_factory=lambda: float(os.environ.get("WKJUPYTER_RECHECK", 10)))
 
     def __post_init__(self) -> None:
         if self.concurrency < 1 or not self.timeout > 0 or self.max_read_bytes < 1:
             msg = f"{self}: concurrency must be at least 1, the timeout and max_read_bytes positive"
             raise ValueError(msg)
+        if (self.max_queued is not None and self.max_queued < 0) or self.recheck < 0:
+            msg = f"{self}: max_queued and recheck must not be negative"
+            raise ValueError(msg)
+
+    @property
+    def queue_limit(self) -> int:
+        """How many requests may wait for one upstream's slots."""
+        return 4 * self.concurrency if self.max_queued is None else self.max_queued
+
+
+def _int_or_none(text: str | None) -> int | None:
+    return None if text is None or not text.strip() else int(text)
 
 
 # -- the store -----------------------------------------------------------------------------
@@ -178,7 +222,7 @@ class Store:
     ----------
     url
         A local path or ``file://``, ``http(s)://``, ``s3://`` or ``gs://`` URL. User info
-        in an HTTP URL (``https://user:password@host/...``) becomes the credential.
+        in an HTTP URL (``https://user:password@host/...``) is refused: give a credential.
     credential
         How to authenticate; ``None`` means anonymous (or the environment's S3/GCS
         credentials when there are any).
@@ -195,13 +239,15 @@ class Store:
         self.parsed = parse_url(url)
         if self.parsed.scheme in ("http", "https"):
             self.url = self.parsed.root
-            if credential is None and self.parsed.auth is not None:
-                credential = HttpCredential(*self.parsed.auth)
         else:
             self.url = url.strip().rstrip("/") if "://" in url else self.parsed.root
         self.credential = credential
         self.options = options or AccessOptions()
         _check_credential_scheme(self.parsed.scheme, credential, self.url)
+        endpoint = getattr(credential, "endpoint_url", None)
+        self.upstream = upstream_of(self.parsed, endpoint)
+        # Shared with child stores: the last metadata document read (see Witness).
+        self._witness: list[Witness] = []
 
     def __repr__(self) -> str:
         return f"Store({self.url!r})"
@@ -220,7 +266,9 @@ class Store:
 
     def child(self, key: str) -> Store:
         """The store rooted at ``key`` below this one (``..`` may lead beside it)."""
-        return Store(self.join(key), self.credential, self.options)
+        store = Store(self.join(key), self.credential, self.options)
+        store._witness = self._witness
+        return store
 
     def join(self, key: str) -> str:
         """The full URL (or local path) of ``key``."""
@@ -243,20 +291,25 @@ class Store:
         if byte_range is not None and (byte_range[0] < 0 or byte_range[1] < byte_range[0]):
             msg = f"invalid byte range {byte_range} for {self.join(key)!r}: need 0 <= start <= end"
             raise ValueError(msg)
-        with contextlib.suppress(RemoteNotFoundError):
-            async with self._request(key) as url:
+        data: bytes | None = None
+        with unless_absent():
+            async with self._request(key) as call:
                 scheme = self.parsed.scheme
                 if scheme == "file":
                     cached = _read_cached(self._path(key), byte_range)
-                    if cached is not _MISS:
-                        return cached  # type: ignore[return-value]
-                    coro = asyncio.to_thread(_read_local, self._path(key), byte_range)
+                    if cached is _MISS:  # not in the page cache: read in a thread
+                        cached = await call.run(
+                            asyncio.to_thread(_read_local, self._path(key), byte_range)
+                        )
+                    data = cached  # type: ignore[assignment]
                 elif scheme in ("http", "https"):
-                    coro = _fs_http.http_get(await self._http_session(), url, byte_range)
+                    session = await self._http_session()
+                    data = await call.run(_fs_http.http_get(session, call.url, byte_range))
                 else:
-                    coro = self._fs_get(key, byte_range)
-                return await asyncio.wait_for(coro, self.options.timeout)
-        return None
+                    data = await call.run(self._fs_get(key, byte_range))
+        if data is None and self._witness:
+            await self._vouch_for(key)
+        return data
 
     async def read_json(self, key: str) -> Any | None:
         """The parsed JSON document at ``key``; ``None`` if absent.
@@ -267,30 +320,32 @@ class Store:
         if data is None:
             return None
         try:
-            return json.loads(data)
+            doc = json.loads(data)
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
             msg = f"{self.join(key)!r} is not valid JSON ({err}); fix or regenerate the file"
             raise MetadataError(msg) from err
+        witness = Witness(self.join(key), lambda: self._exists(key), self.options.recheck)
+        self._witness[:] = [witness]
+        return doc
 
     async def exists(self, key: str) -> bool:
         """Whether ``key`` exists as an object (not a directory)."""
-        with contextlib.suppress(RemoteNotFoundError):
+        with unless_absent():
             return await self._exists(key)
         return False
 
     async def _exists(self, key: str) -> bool:
-        async with self._request(key) as url:
+        async with self._request(key) as call:
             scheme = self.parsed.scheme
             if scheme == "file":
                 return Path(self._path(key)).is_file()
             if scheme in ("http", "https"):
-                coro = _fs_http.http_exists(await self._http_session(), url)
-                return await asyncio.wait_for(coro, self.options.timeout)
+                return await call.run(_fs_http.http_exists(await self._http_session(), call.url))
             fs = await self.filesystem()
             try:
-                info = await asyncio.wait_for(fs._info(self._path(key)), self.options.timeout)
+                info = await call.run(fs._info(self._path(key)))
             except FileNotFoundError as err:
-                if any(status_of(e) not in (None, 404) for e in chain(err)):
+                if not is_absent(err):
                     raise
                 return False
             return bool(info.get("type") != "directory")
@@ -302,23 +357,24 @@ class Store:
         An HTTP server without directory listings (or one that forbids them, as nginx
         without ``autoindex`` does with a 403) yields ``[]``.
         """
-        with contextlib.suppress(RemoteNotFoundError):
+        with unless_absent():
             return await self._list_dir(key)
         return []
 
     async def _list_dir(self, key: str) -> list[str]:
-        async with self._request(key) as url:
+        async with self._request(key) as call:
             scheme = self.parsed.scheme
             if scheme == "file":
                 return await asyncio.to_thread(_list_local, self._path(key))
             if scheme in ("http", "https"):
-                listing = _fs_http.http_list(await self._http_session(), url)
-                return await asyncio.wait_for(listing, self.options.timeout)
+                return await call.run(_fs_http.http_list(await self._http_session(), call.url))
             fs = await self.filesystem()
             base = self._path(key).rstrip("/")
             try:
-                entries = await asyncio.wait_for(fs._ls(base, detail=True), self.options.timeout)
-            except FileNotFoundError:
+                entries = await call.run(fs._ls(base, detail=True))
+            except FileNotFoundError as err:
+                if not is_absent(err):
+                    raise
                 return []
         names = set()
         for entry in entries:
@@ -337,11 +393,12 @@ class Store:
             return list(await asyncio.gather(*(self.get(k) for k in keys)))
         for key in keys:
             _validate_key(key)
-        async with self._request(keys[0]):
+        async with self._request(keys[0]) as call:
             paths = [self._path(k) for k in keys]
-            coro = asyncio.to_thread(lambda: [_read_local(p, None) for p in paths])
-            return await asyncio.wait_for(coro, self.options.timeout)
-        raise AssertionError("unreachable")  # pragma: no cover
+            datas = await call.run(asyncio.to_thread(lambda: [_read_local(p, None) for p in paths]))
+        if self._witness and None in datas:
+            await self._vouch_for(keys[datas.index(None)])
+        return datas
 
     def read_local_blocking(self, keys: Sequence[str]) -> list[bytes | None]:
         """Read local keys in the calling thread (``None`` where absent).
@@ -361,32 +418,56 @@ class Store:
 
     async def get_suffix(self, key: str, nbytes: int) -> bytes | None:
         """The last ``nbytes`` bytes of ``key`` (all of it if shorter); ``None`` if absent."""
-        with contextlib.suppress(RemoteNotFoundError):
-            async with self._request(key) as url:
+        data = None
+        with unless_absent():
+            async with self._request(key) as call:
                 scheme = self.parsed.scheme
                 if scheme == "file":
                     coro = asyncio.to_thread(_read_local_suffix, self._path(key), nbytes)
                 elif scheme in ("http", "https"):
-                    coro = _fs_http.http_get(await self._http_session(), url, None, nbytes)
+                    coro = _fs_http.http_get(await self._http_session(), call.url, None, nbytes)
                 else:
                     coro = self._fs_get(key, None, suffix=nbytes)
-                return await asyncio.wait_for(coro, self.options.timeout)
-        return None
+                data = await call.run(coro)
+        if data is None and self._witness:
+            await self._vouch_for(key)
+        return data
+
+    async def _vouch_for(self, key: str) -> None:
+        """Raise ``SourceGoneError`` if ``key`` is missing because the source is gone."""
+        try:
+            await self._witness[0].vouch(self.join(key))
+        except SourceGoneError as err:
+            tag_upstream(err, upstream_label(self.upstream))
+            raise
 
     @contextlib.asynccontextmanager
-    async def _request(self, key: str) -> AsyncIterator[str]:
-        """Validate ``key``, hold a concurrency slot, and map errors raised inside."""
+    async def _request(self, key: str) -> AsyncIterator[Call]:
+        """Validate ``key``, hold one of the upstream's slots, and map errors raised inside.
+
+        While :func:`serving`, the timeout is a deadline for both the wait for a slot and
+        the request (``Call.run``), and a full queue raises
+        :class:`~wkjupyter.errors.UpstreamBusyError`.
+        """
         _validate_key(key)
         url = self.join(key)
-        async with self._semaphore():
-            try:
-                yield url
-            except Exception as err:
-                mapped = self._scrub(translate_error(err, url))
-                anonymous = self.credential is None and self.parsed.scheme != "file"
-                if isinstance(mapped, RemoteAccessError) and anonymous:
-                    mapped = RemoteAccessError(f"{mapped}; no credential was given")
-                raise mapped from err
+        loop = asyncio.get_running_loop()
+        options = self.options
+        limit = slots(self.upstream, options.concurrency, options.queue_limit)
+        # Serving a client, the deadline covers the wait for a slot; else it starts after it.
+        deadline = loop.time() + options.timeout if is_serving() else None
+        try:
+            async with limit.hold(deadline, upstream_label(self.upstream)):
+                yield Call(url, loop.time() + options.timeout if deadline is None else deadline)
+        except Exception as err:
+            mapped = self._scrub(translate_error(err, url))
+            anonymous = self.credential is None and self.parsed.scheme != "file"
+            if isinstance(mapped, RemoteAccessError) and anonymous:
+                mapped = RemoteAccessError(f"{mapped}; no credential was given")
+            tag_upstream(mapped, upstream_label(self.upstream))
+            if mapped is err:
+                raise
+            raise mapped from err
 
     def _scrub(self, err: WkJupyterError) -> WkJupyterError:
         """``err`` with any of the credential's secrets blanked out of its message."""
@@ -397,15 +478,6 @@ class Store:
         for secret in secrets:
             text = text.replace(secret, "***")
         return type(err)(text)
-
-    def _semaphore(self) -> asyncio.Semaphore:
-        cache = loop_cache()
-        key = ("semaphore", self.parsed.scheme, self.options.concurrency)
-        sem = cache.get(key)
-        if sem is None:
-            sem = cache[key] = asyncio.Semaphore(self.options.concurrency)
-        assert isinstance(sem, asyncio.Semaphore)
-        return sem
 
     # -- backends ------------------------------------------------------------------------
 
@@ -423,7 +495,7 @@ class Store:
         try:
             return bytes(await fs._cat_file(path, start=start, end=end))
         except FileNotFoundError as err:
-            if any(status_of(e) not in (None, 404) for e in chain(err)):
+            if not is_absent(err):
                 raise
             return None
         except Exception as err:  # s3fs: OSError; gcsfs: HttpError
@@ -450,7 +522,9 @@ class Store:
         if self.parsed.scheme == "file":
             msg = f"{self.url!r} is local; it has no remote filesystem"
             raise ValueError(msg)
-        key = (self.parsed.scheme, self.parsed.endpoint_url, self.credential, self.options.timeout)
+        # One client per bucket: a frozen bucket's requests must not hold the connection
+        # pool that another bucket's requests need (the pool is as big as the slots).
+        key = (self.upstream, self.parsed.endpoint_url, self.credential, self.options.timeout)
         return await cached(
             key, lambda: _make_filesystem(self.parsed, self.credential, self.options)
         )

@@ -6,11 +6,16 @@ host that does not answer at all, its subclass :class:`~wkjupyter.errors.HostUnr
 libraries disagree on how they report a status (an attribute, a botocore response dict, a
 message) and wrap errors in others, so the whole ``__cause__`` chain is searched and the
 status code wins over the exception type: a 5xx must never read as "not stored", or a reader
-would paint the chunk with the fill value (STYLE.md rule 6).
+would paint the chunk with the fill value (STYLE.md rule 6). Neither may a missing bucket
+(:class:`~wkjupyter.errors.SourceGoneError`), nor a missing key whose array's metadata is
+gone (:class:`Witness`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
 from typing import TYPE_CHECKING
 
 from wkjupyter.errors import (
@@ -18,13 +23,24 @@ from wkjupyter.errors import (
     RemoteAccessError,
     RemoteNotFoundError,
     RemoteUnavailableError,
+    SourceGoneError,
     WkJupyterError,
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Awaitable, Callable, Iterator
 
-__all__ = ["HttpStatusError", "chain", "status_of", "translate_error"]
+__all__ = [
+    "HttpStatusError",
+    "Witness",
+    "chain",
+    "failed_upstream",
+    "is_absent",
+    "status_of",
+    "tag_upstream",
+    "translate_error",
+    "unless_absent",
+]
 
 
 class HttpStatusError(Exception):
@@ -66,6 +82,11 @@ def translate_error(err: BaseException, url: str) -> WkJupyterError:
     status = next((s for s in map(status_of, errors) if s is not None), None)
     text = str(err) if isinstance(err, HttpStatusError) else f"{type(err).__name__}: {err}"
     local = "://" not in url or url.startswith("file://")
+    if any(map(_is_missing_bucket, errors)):
+        return SourceGoneError(
+            f"the bucket of {url!r} does not exist (NoSuchBucket): the source is gone, not "
+            "the chunk; restore the bucket or import the dataset again from where it is now"
+        )
     if status == 404:
         return RemoteNotFoundError(f"{url!r} does not exist (404)")
     if status in (401, 403) or (status is None and any(map(_is_auth_error, errors))):
@@ -94,6 +115,44 @@ def translate_error(err: BaseException, url: str) -> WkJupyterError:
             f"cannot reach {url!r} ({text}); check the host name and your network"
         )
     return RemoteUnavailableError(f"reading {url!r} failed ({text})")
+
+
+def is_absent(err: BaseException) -> bool:
+    """Whether ``err`` (a ``FileNotFoundError`` from s3fs or gcsfs) means "no such object":
+    no other status along its chain, and not a missing bucket (a failure of the source)."""
+    errors = list(chain(err))
+    return all(status_of(e) in (None, 404) for e in errors) and not any(
+        map(_is_missing_bucket, errors)
+    )
+
+
+def _is_missing_bucket(err: BaseException) -> bool:
+    # botocore names the S3 error code (s3fs raises FileNotFoundError from it). gcsfs keeps
+    # only the path of a 404, so a deleted GCS bucket shows as a vanished metadata document
+    # (Store's re-check on a missing chunk).
+    response = getattr(err, "response", None)
+    if isinstance(response, dict):
+        error = response.get("Error", {})
+        return isinstance(error, dict) and error.get("Code") == "NoSuchBucket"
+    return False
+
+
+_UPSTREAM_NOTE = "upstream: "
+
+
+def tag_upstream(err: BaseException, label: str) -> None:
+    """Note on ``err`` which upstream (host or bucket) failed, for :func:`failed_upstream`."""
+    if failed_upstream(err) is None:
+        err.add_note(_UPSTREAM_NOTE + label)
+
+
+def failed_upstream(err: BaseException) -> str | None:
+    """The upstream a storage error came from (``http://host:port``, ``s3://bucket (...)``)."""
+    for e in chain(err):
+        for note in getattr(e, "__notes__", ()):
+            if isinstance(note, str) and note.startswith(_UPSTREAM_NOTE):
+                return note.removeprefix(_UPSTREAM_NOTE)
+    return None
 
 
 def chain(err: BaseException) -> Iterator[BaseException]:
@@ -141,3 +200,52 @@ def _is_connection_error(err: BaseException) -> bool:
     return isinstance(err, ConnectionError) or module.startswith(
         ("aiohttp", "botocore", "aiobotocore", "urllib3", "requests")
     )
+
+
+class unless_absent(contextlib.AbstractContextManager[None]):
+    """Swallow "no such object" (the caller answers ``None``); a gone source still raises."""
+
+    def __exit__(self, kind: type[BaseException] | None, err: object, tb: object) -> bool:
+        return (
+            kind is not None
+            and issubclass(kind, RemoteNotFoundError)
+            and not issubclass(kind, SourceGoneError)
+        )
+
+
+class Witness:
+    """The metadata document that vouches for a store's missing keys (``Store.get``).
+
+    A missing chunk is "not stored" only while the array it belongs to still exists: a
+    deleted bucket or dataset must not read as an all-fill volume. So when a key is missing
+    and the document was last looked at more than ``AccessOptions.recheck`` seconds ago, it
+    is looked at again (one request, shared by concurrent misses on the same loop); while it
+    is gone, misses raise :class:`~wkjupyter.errors.SourceGoneError`. Either answer is kept
+    for ``recheck`` seconds, so a source that comes back is read again.
+    """
+
+    def __init__(self, url: str, check: Callable[[], Awaitable[bool]], interval: float) -> None:
+        self.url = url
+        self._check = check
+        self.interval = interval
+        self.checked = time.monotonic()  # it was just read
+        self.exists = True
+        self._pending: dict[asyncio.AbstractEventLoop, asyncio.Future[bool]] = {}
+
+    async def vouch(self, missing: str) -> None:
+        """Raise :class:`SourceGoneError` if the document no longer exists."""
+        if time.monotonic() - self.checked >= self.interval:
+            loop = asyncio.get_running_loop()
+            pending = self._pending.get(loop)
+            if pending is None:
+                pending = self._pending[loop] = asyncio.ensure_future(self._check())
+                pending.add_done_callback(lambda _: self._pending.pop(loop, None))
+            self.exists = await asyncio.shield(pending)
+            self.checked = time.monotonic()
+        if not self.exists:
+            msg = (
+                f"{missing!r} is missing because its metadata {self.url!r} is gone: the source "
+                "no longer has this dataset (moved or deleted); import it again from where it "
+                "is now"
+            )
+            raise SourceGoneError(msg)

@@ -1,7 +1,7 @@
 """Storage URLs: which filesystem, which root, and how keys join onto them.
 
 Local paths and ``file://`` URLs are decoded paths. ``http(s)://`` URLs are kept
-percent-encoded (user info taken out: it is a credential), so keys joined onto them are
+percent-encoded (user info is refused: it belongs in a credential), so keys joined onto them are
 encoded segment by segment and a query string stays at the end. ``s3://`` and ``gs://`` keys
 are literal object names ('#', '?' and '%' are ordinary characters in them); in
 ``s3://host:port/bucket/key`` the host and port name a path-style endpoint.
@@ -10,7 +10,7 @@ are literal object names ('#', '?' and '%' are ordinary characters in them); in
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 from urllib.parse import quote, unquote, urlsplit
@@ -29,7 +29,6 @@ class ParsedUrl:
     scheme: Scheme
     root: str  # local path, percent-encoded http URL (no user info), or "bucket/key"
     endpoint_url: str | None = None  # S3 path-style endpoint from the URL itself
-    auth: tuple[str, str] | None = field(default=None, repr=False)  # http user info
 
 
 _LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]")
@@ -83,14 +82,20 @@ def _parse_http(url: str) -> ParsedUrl:
     if not parsed.host:
         msg = f"cannot read {_redact(url)!r}: the URL names no host"
         raise ValueError(msg)
-    auth = None
-    if parsed.user is not None:
-        auth = (parsed.user, parsed.password or "")
-        parsed = parsed.with_user(None)
+    if parsed.user is not None or parsed.password is not None:
+        # Taken as a credential here, the password was lost on import (catalogs store URLs
+        # without user info and only the credentials given as such), and URLs reach logs.
+        msg = (
+            f"cannot read {_redact(url)!r}: give the user name and password as a credential, "
+            "not in the URL (URLs end up in logs and catalogs): "
+            "explore(url, HttpCredential(username, password)) in Python, "
+            '{"credential": {"kind": "http", "username": ..., "password": ...}} in the REST API'
+        )
+        raise ValueError(msg)
     text = str(parsed.with_fragment(None))
     path, sep, query = text.partition("?")
     root = path.rstrip("/") + sep + query
-    return ParsedUrl(parsed.scheme, root, auth=auth)  # type: ignore[arg-type]
+    return ParsedUrl(parsed.scheme, root)  # type: ignore[arg-type]
 
 
 def _redact(url: str) -> str:

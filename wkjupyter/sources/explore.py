@@ -42,7 +42,7 @@ from wkjupyter.sources.neuroglancer import (
 if TYPE_CHECKING:
     from wkjupyter.sources.neuroglancer import FormatHint, SourceSpec
 
-__all__ = ["ExploreReport", "ExploreStep", "explore", "explore_async"]
+__all__ = ["ExploreReport", "ExploreStep", "explore", "explore_async", "storage_urls"]
 
 Explorer = Callable[[Store], Awaitable["list[Layer] | None"]]
 
@@ -210,6 +210,13 @@ def _given_urls(
     return urls
 
 
+def storage_urls(url: str) -> list[str]:
+    """The storage URLs :func:`explore` opens for one user-given URL (a Neuroglancer state's
+    sources, a source's storage URL with its pipeline subpath), so that a server can check
+    them before anything is read; none when exploring it would fail before any read."""
+    return [item.url for item in _inputs_of(url, [])]
+
+
 def _inputs_of(url: str, steps: list[ExploreStep]) -> list[_Input]:
     """Turn a user-given URL (maybe a Neuroglancer state) into explore inputs."""
     try:
@@ -292,7 +299,7 @@ async def _explore_input(
     try:
         store = _ExploreStore(item.url, credential, options)
     except (ValueError, TypeError) as err:
-        steps.append(ExploreStep(item.url, "url", "failed", str(err)))
+        steps.append(ExploreStep(_redact(item.url), "url", "failed", str(err)))
         return [], steps
     if store.parsed.scheme == "file" and not Path(store.parsed.root).exists():
         message = f"{store.url!r} does not exist on this machine; check the path"
@@ -314,7 +321,6 @@ async def _explore_input(
             )
         )
     for layer in layers:
-        # The store's credential, which may come from user info in the URL itself.
         layer.credential = store.credential
         layer.options = options
     if item.category is not None:
