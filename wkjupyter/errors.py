@@ -75,6 +75,12 @@ class RemoteUnavailableError(WkJupyterError, ConnectionError):
     """The remote storage could not be reached or failed (timeout, DNS, 5xx)."""
 
 
+class OutsideLocalRootsError(RemoteAccessError):
+    """A local read would open a path outside ``AccessOptions.local_roots``: nothing was
+    read. The message names the path as asked for, never what it resolves to, so it reads
+    the same whether or not something exists there."""
+
+
 class HostUnreachableError(RemoteUnavailableError):
     """The host did not answer at all (DNS failure, connection refused, no route)."""
 

@@ -137,3 +137,71 @@ def test_metadata_naming_data_outside_the_root_is_refused(roots: Roots) -> None:
         assert status == 403, doc
         assert OUTSIDE in doc["message"]
     assert roots.post("api/datasets", {"urls": [str(roots.root / "cells.ome.zarr")]})[0] == 201
+
+
+def _escape(r: Roots, kind: str, target: str) -> Path:
+    """A dataset folder inside the root whose metadata leads to ``outside/<target>``: an OME-Zarr
+    copy there (``secret.zarr``, uint8) or nothing (``missing.zarr``). Returns the folder."""
+    cells = json.loads((r.root / "cells.ome.zarr" / ".zattrs").read_text())
+    folder = r.root / f"{kind}-{target}"
+    folder.mkdir()
+    if kind.endswith("symlink"):  # a path through a symlink inside the dataset
+        (folder / "escape").symlink_to(r.outside / target)
+        path = "escape/0"
+    else:  # climbing out (explore never reads it; the check after exploring refuses it)
+        path = f"../../outside/{target}/0"
+    if kind == "ngff-symlink":  # multiscales dataset paths
+        for ds in cells["multiscales"][0]["datasets"]:
+            ds["path"] = f"escape/{ds['path']}"
+        (folder / ".zattrs").write_text(json.dumps(cells))
+        (folder / ".zgroup").write_text('{"zarr_format": 2}')
+        return folder
+    properties = {  # says uint16: a read of the outside uint8 .zarray would tell its dtype
+        "id": {"name": "escape", "team": ""},
+        "scale": [1, 1, 1],
+        "dataLayers": [
+            {
+                "name": "color",
+                "category": "color",
+                "elementClass": "uint16",
+                "dataFormat": "zarr",
+                "boundingBox": {"topLeft": [0, 0, 0], "width": 8, "height": 8, "depth": 8},
+                "mags": [{"mag": [1, 1, 1], "path": path}],
+            }
+        ],
+    }
+    (folder / "datasource-properties.json").write_text(json.dumps(properties))
+    return folder
+
+
+@pytest.mark.parametrize("kind", ["wk-symlink", "ngff-symlink", "wk-dot-dot"])
+def test_metadata_leading_outside_reads_nothing_there(roots: Roots, kind: str) -> None:
+    """Metadata inside the root that names data outside it: refused while exploring, on the
+    read itself, with one answer whether the outside data exists or not (no existence
+    oracle) and nothing of it (dtype, shape) in the answer."""
+    answers = {}
+    for target in ("secret.zarr", "missing.zarr"):
+        folder = _escape(roots, kind, target)
+        for route in ("api/explore", "api/datasets"):
+            status, doc = roots.post(route, {"urls": [str(folder)]})
+            assert status == 403, (kind, target, route, doc)
+            assert OUTSIDE in doc["message"]
+            text = json.dumps(doc)
+            for leak in ("uint8", "|u1", "does not exist", "stores", "64, 160, 192"):
+                assert leak not in text, (kind, target, route, doc)
+            answers[target, route] = text.replace(target, "T").replace(folder.name, "F")
+    for route in ("api/explore", "api/datasets"):
+        assert answers["secret.zarr", route] == answers["missing.zarr", route], route
+
+
+def test_a_symlinked_folder_out_is_not_explored(roots: Roots) -> None:
+    """Exploring a folder inside the root descends into its sub-folders: a symlink among
+    them that leads outside is not one (whether its target exists or not)."""
+    parent = roots.root / "parent"
+    parent.mkdir()
+    (parent / "out").symlink_to(roots.outside)
+    (parent / "gone").symlink_to(roots.outside / "nothing-here")
+    status, doc = roots.post("api/explore", {"urls": [str(parent)]})
+    assert (status, doc["found"]) == (200, False), doc
+    assert "secret" not in json.dumps(doc)
+    assert not any("/out" in step["url"] or "/gone" in step["url"] for step in doc["steps"])

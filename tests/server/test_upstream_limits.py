@@ -8,6 +8,7 @@ hang stands for a frozen host (SIGSTOP).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +19,7 @@ import pytest
 from tests.server.conftest import write_sparse_ome_zarr
 from tests.server.live import Answer, LiveServer, fetch
 from wkjupyter.hub import Hub
-from wkjupyter.server.handlers import FailureLog
+from wkjupyter.server._failures import FailureLog
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -88,7 +89,7 @@ def test_upstream_failures_are_logged_once_then_summarized(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     server, failing, healthy = two_hosts
-    server.app.settings["wkjupyter_failure_log"] = FailureLog(interval=0.5)
+    server.data.failures = FailureLog(interval=0.5)
     caplog.set_level(logging.WARNING, logger="wkjupyter.server")
     failing.faults["/"] = 500
     for _ in range(20):
@@ -104,3 +105,18 @@ def test_upstream_failures_are_logged_once_then_summarized(
     assert len(summary) == 1, lines
     assert summary[0].startswith(f"http://127.0.0.1:{failing.port}: 19 more failures"), summary
     assert "HTTP 500" in summary[0]
+
+
+def test_a_stopping_server_writes_the_pending_summary(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="wkjupyter.server")
+
+    async def outage() -> None:  # the summary timer needs a running loop
+        failures = FailureLog(interval=60)
+        for _ in range(3):
+            failures.failed("http://frozen:1", "upstream unavailable for", "/x", TimeoutError())
+        failures.close()  # before the timer fired: the two suppressed failures are told
+
+    asyncio.run(outage())
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2, messages
+    assert messages[1].startswith("http://frozen:1: 2 more failures"), messages

@@ -46,6 +46,7 @@ from wkjupyter.errors import (
     SourceGoneError,
 )
 from wkjupyter.server import metadata
+from wkjupyter.server._failures import FailureLog
 from wkjupyter.server._keys import chunk_in_grid
 from wkjupyter.server.encode import ChunkEncoder
 from wkjupyter.server.view import (
@@ -326,6 +327,7 @@ class DataService:
         self._grants = GrantCache.for_catalog(catalog)
         self._flusher: asyncio.Task[None] | None = None
         self._flush_failing = False
+        self.failures = FailureLog()  # upstream failures in the log
 
     # -- catalog access ------------------------------------------------------------------------
 
@@ -557,6 +559,7 @@ class DataService:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._flusher
         await self.flush_uses()
+        self.failures.close()
         if self._uses:
             lost = sum(count for count, _ in self._uses.values())
             log.warning("%d link uses could not be recorded and are lost", lost)

@@ -15,11 +15,9 @@ before anything logs it (:mod:`wkjupyter.server.redact`).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import re
-import time
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from tornado import web
@@ -194,7 +192,7 @@ class _Routes(web.RequestHandler):
         answer with a redirect to it (only once it is known to exist, so that absent names
         get their 404 at once).
         """
-        failures: FailureLog = self.settings.setdefault("wkjupyter_failure_log", FailureLog())
+        failures = self.service.failures
         path = self.request.path
         try:
             with serving():  # storage requests wait for a slot within their timeout only
@@ -252,54 +250,6 @@ _ENCODED_SLASH = (
     "invalid data path: '%2F' (an encoded '/') is not allowed; no name contains '/', "
     "so separate names with a plain '/'"
 )
-
-
-class FailureLog:
-    """Upstream failures logged per upstream (host or bucket): the first one, then at most one
-    summary every ``interval`` seconds ("N more failures in the last 10 s; the last: ...").
-
-    An outage answers every request with a 5xx (and the access log has a line for each);
-    a warning per failed request would bury everything else in the log.
-    """
-
-    def __init__(self, interval: float = 10.0) -> None:
-        self.interval = interval
-        self._hosts: dict[str, _Failures] = {}
-
-    def failed(self, upstream: str | None, what: str, path: str, err: Exception) -> None:
-        """Log a failure of ``upstream`` on the request for ``path``; failures of no known
-        upstream (corrupt data a reader found) are counted by ``what``."""
-        key = upstream or what.removesuffix(" for")
-        now = time.monotonic()
-        state = self._hosts.get(key)
-        if state is None or (state.suppressed == 0 and now - state.since >= self.interval):
-            self._hosts[key] = _Failures(since=now)
-            log.warning("%s %s: %s", what, path, err)
-            return
-        state.suppressed += 1
-        state.last = f"{what} {path}: {err}"
-        if state.timer is None:
-            delay = max(0.0, state.since + self.interval - now)
-            state.timer = asyncio.get_running_loop().call_later(delay, self._summarize, key)
-
-    def _summarize(self, key: str) -> None:
-        state = self._hosts[key]
-        now = time.monotonic()
-        log.warning(
-            "%s: %d more failures in the last %.0f s; the last: %s",
-            key, state.suppressed, now - state.since, state.last,
-        )  # fmt: skip
-        state.since, state.suppressed, state.timer = now, 0, None
-
-
-class _Failures:
-    __slots__ = ("last", "since", "suppressed", "timer")
-
-    def __init__(self, since: float) -> None:
-        self.since = since
-        self.suppressed = 0
-        self.last = ""
-        self.timer: asyncio.TimerHandle | None = None
 
 
 class DataRoutes(_Routes):

@@ -21,9 +21,12 @@ extension, a bearer token in ``wkjupyter serve``).
 
 Explore and import need the import permission (editor or admin), checked before any URL is
 fetched: exploring makes the server read what a URL names. Local paths are read only under
-``local_roots``, checked on the path each read really opens. Bad input is a 4xx with a
-message, never a 500: bodies nested deeper than 32 levels or text holding NUL characters or
-lone surrogates are refused before anything else.
+``local_roots``: the URLs given are checked before exploring (a clear 403 before any read),
+and every local open while exploring is confined to the roots as well
+(``AccessOptions.local_roots``), so metadata inside a root that names data elsewhere (a mag
+path, a symlink) is refused, with the same 403 whether or not something is there. Bad
+input is a 4xx with a message, never a 500: bodies nested deeper than 32 levels or text
+holding NUL characters or lone surrogates are refused before anything else.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ from wkjupyter.errors import (
 from wkjupyter.server import _api_input as parse
 from wkjupyter.server._api_input import ApiError
 from wkjupyter.server.data import JSON_TYPE
+from wkjupyter.sources._fs import OUTSIDE_LOCAL_ROOTS, AccessOptions
 from wkjupyter.sources._fs_urls import join_url, parse_url
 from wkjupyter.sources.explore import ExploreReport, explore_async, storage_urls
 
@@ -192,7 +196,28 @@ class ApiRoutes(web.RequestHandler):
         urls = parse.urls(doc)
         credential = parse.credential(doc)
         self.check_local(u for given in urls for u in storage_urls(given))
-        return await explore_async(urls, credential), credential
+        roots = tuple(str(root) for root in self.api.local_roots)
+        options = AccessOptions(local_roots=roots)
+        report = await explore_async(urls, credential, options=options)
+        self.check_refused(report)
+        return report, credential
+
+    def check_refused(self, report: ExploreReport) -> None:
+        """Answer 403 when exploring tried to open a local path outside the roots (metadata
+        or a symlink inside a root naming data elsewhere): the read was refused, and the
+        answer must not depend on what, if anything, is there."""
+        for step in report.steps:
+            if step.outcome == "failed" and OUTSIDE_LOCAL_ROOTS in step.message:
+                msg = (
+                    f"{step.url!r} names local data that is outside the directories this "
+                    f"server may import from ({self._shown_roots()}): {step.message}; an "
+                    "administrator can allow more with c.WkJupyter.allowed_local_roots (or "
+                    "--allow-local-root)"
+                )
+                raise ApiError(403, msg)
+
+    def _shown_roots(self) -> str:
+        return ", ".join(str(r) for r in self.api.local_roots) or "none configured"
 
     def check_local(self, urls: Iterable[str]) -> None:
         """Refuse storage URLs that read local paths outside the allowed roots, before
@@ -209,10 +234,9 @@ class ApiRoutes(web.RequestHandler):
                 continue
             resolved = Path(parsed.root).resolve(strict=False)
             if not any(resolved.is_relative_to(root) for root in roots):
-                shown = ", ".join(str(r) for r in self.api.local_roots) or "none configured"
                 msg = (
                     f"local path {url!r} is outside the directories this server may "
-                    f"import from ({shown}); an administrator can allow more with "
+                    f"import from ({self._shown_roots()}); an administrator can allow more with "
                     "c.WkJupyter.allowed_local_roots (or --allow-local-root)"
                 )
                 raise ApiError(403, msg)

@@ -27,15 +27,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import functools
 import json
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, TypeAlias
+from typing import TYPE_CHECKING, Any, BinaryIO, Final, TypeAlias
 
 from wkjupyter.errors import (
     InvalidKeyError,
     MetadataError,
+    OutsideLocalRootsError,
     RemoteAccessError,
     SourceGoneError,
     WkJupyterError,
@@ -79,6 +83,7 @@ __all__ = [
     "Credential",
     "GcsCredential",
     "HttpCredential",
+    "OutsideLocalRootsError",
     "S3Credential",
     "Store",
     "close_filesystems",
@@ -175,6 +180,13 @@ class AccessOptions:
     slots before more are refused (``None``: four times ``concurrency``), and how often (s)
     a missing key makes the store re-check that its metadata document still exists.
 
+    ``local_roots`` confines local reads: ``None`` (the default) reads any local path; a
+    tuple of directories (``~`` expanded, relative to the working directory) lets a store
+    open only files and folders that really lie below one of them, checked on every open
+    (symlinks and ``..`` resolved; see :func:`_open_confined`), so metadata that names a
+    path elsewhere raises :class:`OutsideLocalRootsError` instead of being read. An empty
+    tuple refuses every local read. The REST API sets it to the server's allowed roots.
+
     Defaults come from ``WKJUPYTER_CONCURRENCY``, ``WKJUPYTER_TIMEOUT``,
     ``WKJUPYTER_MAX_READ`` (bytes or with a unit: ``16GiB``), ``WKJUPYTER_MAX_QUEUED`` and
     ``WKJUPYTER_RECHECK`` when set; else 64, 30 s, 4 GiB, 256, 10 s.
@@ -193,8 +205,15 @@ class AccessOptions:
         default_factory=lambda: _int_or_none(os.environ.get("WKJUPYTER_MAX_QUEUED"))
     )
     recheck: float = field(default_factory=lambda: float(os.environ.get("WKJUPYTER_RECHECK", 10)))
+    local_roots: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
+        if self.local_roots is not None:
+            if isinstance(self.local_roots, str | os.PathLike):
+                msg = f"local_roots must be a tuple of directories, not {self.local_roots!r}"
+                raise TypeError(msg)
+            roots = tuple(_normal_root(r) for r in self.local_roots)
+            object.__setattr__(self, "local_roots", roots)
         if self.concurrency < 1 or not self.timeout > 0 or self.max_read_bytes < 1:
             msg = f"{self}: concurrency must be at least 1, the timeout and max_read_bytes positive"
             raise ValueError(msg)
@@ -210,6 +229,13 @@ class AccessOptions:
 
 def _int_or_none(text: str | None) -> int | None:
     return None if text is None or not text.strip() else int(text)
+
+
+OUTSIDE_LOCAL_ROOTS: Final = "is outside the allowed local roots"
+
+
+def _normal_root(root: str | os.PathLike[str]) -> str:
+    return os.path.abspath(os.path.expanduser(os.fspath(root)))
 
 
 # -- the store -----------------------------------------------------------------------------
@@ -296,10 +322,11 @@ class Store:
             async with self._request(key) as call:
                 scheme = self.parsed.scheme
                 if scheme == "file":
-                    cached = _read_cached(self._path(key), byte_range)
+                    path, roots = self._path(key), self.options.local_roots
+                    cached = _read_cached(path, byte_range, roots)
                     if cached is _MISS:  # not in the page cache: read in a thread
                         cached = await call.run(
-                            asyncio.to_thread(_read_local, self._path(key), byte_range)
+                            asyncio.to_thread(_read_local, path, byte_range, roots)
                         )
                     data = cached  # type: ignore[assignment]
                 elif scheme in ("http", "https"):
@@ -338,7 +365,7 @@ class Store:
         async with self._request(key) as call:
             scheme = self.parsed.scheme
             if scheme == "file":
-                return Path(self._path(key)).is_file()
+                return _is_local_file(self._path(key), self.options.local_roots)
             if scheme in ("http", "https"):
                 return await call.run(_fs_http.http_exists(await self._http_session(), call.url))
             fs = await self.filesystem()
@@ -365,7 +392,9 @@ class Store:
         async with self._request(key) as call:
             scheme = self.parsed.scheme
             if scheme == "file":
-                return await asyncio.to_thread(_list_local, self._path(key))
+                return await asyncio.to_thread(
+                    _list_local, self._path(key), self.options.local_roots
+                )
             if scheme in ("http", "https"):
                 return await call.run(_fs_http.http_list(await self._http_session(), call.url))
             fs = await self.filesystem()
@@ -395,7 +424,10 @@ class Store:
             _validate_key(key)
         async with self._request(keys[0]) as call:
             paths = [self._path(k) for k in keys]
-            datas = await call.run(asyncio.to_thread(lambda: [_read_local(p, None) for p in paths]))
+            roots = self.options.local_roots
+            datas = await call.run(
+                asyncio.to_thread(lambda: [_read_local(p, None, roots) for p in paths])
+            )
         if self._witness and None in datas:
             await self._vouch_for(keys[datas.index(None)])
         return datas
@@ -412,7 +444,8 @@ class Store:
         for key in keys:
             _validate_key(key)
         try:
-            return [_read_local(self._path(k), None) for k in keys]
+            roots = self.options.local_roots
+            return [_read_local(self._path(k), None, roots) for k in keys]
         except OSError as err:
             raise translate_error(err, self.url) from err
 
@@ -423,7 +456,9 @@ class Store:
             async with self._request(key) as call:
                 scheme = self.parsed.scheme
                 if scheme == "file":
-                    coro = asyncio.to_thread(_read_local_suffix, self._path(key), nbytes)
+                    coro = asyncio.to_thread(
+                        _read_local_suffix, self._path(key), nbytes, self.options.local_roots
+                    )
                 elif scheme in ("http", "https"):
                     coro = _fs_http.http_get(await self._http_session(), call.url, None, nbytes)
                 else:
@@ -575,7 +610,9 @@ _NOWAIT: Final = getattr(os, "RWF_NOWAIT", None)
 _MAX_CACHED_READ: Final = 16 * 2**20
 
 
-def _read_cached(path: str, byte_range: tuple[int, int] | None) -> bytes | object | None:
+def _read_cached(
+    path: str, byte_range: tuple[int, int] | None, roots: tuple[str, ...] | None = None
+) -> bytes | object | None:
     """A local file's bytes when the page cache holds all of them, else ``_MISS``.
 
     ``preadv(RWF_NOWAIT)`` (Linux) fails instead of waiting for the disk, so this never
@@ -585,7 +622,9 @@ def _read_cached(path: str, byte_range: tuple[int, int] | None) -> bytes | objec
     if _NOWAIT is None:
         return _MISS
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = _open_confined(path, os.O_RDONLY | os.O_CLOEXEC, roots)
+    except OutsideLocalRootsError:
+        raise
     except (FileNotFoundError, NotADirectoryError):
         return None
     except OSError:
@@ -606,9 +645,11 @@ def _read_cached(path: str, byte_range: tuple[int, int] | None) -> bytes | objec
         os.close(fd)
 
 
-def _read_local(path: str, byte_range: tuple[int, int] | None) -> bytes | None:
+def _read_local(
+    path: str, byte_range: tuple[int, int] | None, roots: tuple[str, ...] | None = None
+) -> bytes | None:
     try:
-        with open(path, "rb") as f:
+        with _open_local(path, roots) as f:
             if byte_range is None:
                 return f.read()
             start, end = byte_range
@@ -618,9 +659,11 @@ def _read_local(path: str, byte_range: tuple[int, int] | None) -> bytes | None:
         return None
 
 
-def _read_local_suffix(path: str, nbytes: int) -> bytes | None:
+def _read_local_suffix(
+    path: str, nbytes: int, roots: tuple[str, ...] | None = None
+) -> bytes | None:
     try:
-        with open(path, "rb") as f:
+        with _open_local(path, roots) as f:
             size = f.seek(0, os.SEEK_END)
             f.seek(max(0, size - nbytes))
             return f.read()
@@ -628,12 +671,133 @@ def _read_local_suffix(path: str, nbytes: int) -> bytes | None:
         return None
 
 
-def _list_local(path: str) -> list[str]:
+def _list_local(path: str, roots: tuple[str, ...] | None = None) -> list[str]:
     try:
-        with os.scandir(path) as it:
-            return sorted(e.name + ("/" if e.is_dir() else "") for e in it)
+        if roots is None:
+            with os.scandir(path) as it:
+                return sorted(e.name + ("/" if e.is_dir() else "") for e in it)
+        fd = _open_confined(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, roots)
     except (FileNotFoundError, NotADirectoryError):
         return []
+    # A symlink that leads outside the roots is left out: whether it names a folder (or
+    # anything) there must not show, and nothing below it could be read anyway. Entries are
+    # looked at through the open folder, while it is open.
+    real_roots = _real_roots(roots)
+    names = []
+    try:
+        with os.scandir(fd) as it:
+            for e in it:
+                if e.is_symlink() and not _below(
+                    os.path.realpath(os.path.join(path, e.name)), real_roots
+                ):
+                    continue
+                names.append(e.name + ("/" if e.is_dir() else ""))
+    finally:
+        os.close(fd)
+    return sorted(names)
+
+
+def _is_local_file(path: str, roots: tuple[str, ...] | None) -> bool:
+    if roots is None:
+        return Path(path).is_file()
+    try:  # O_PATH: no read permission needed, as for stat, and no open side effects
+        fd = _open_confined(path, _O_PATH | os.O_CLOEXEC, roots)
+    except OutsideLocalRootsError:
+        raise
+    except OSError as err:
+        if err.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EACCES):
+            return False
+        raise
+    try:
+        return stat.S_ISREG(os.fstat(fd).st_mode)
+    finally:
+        os.close(fd)
+
+
+# -- local roots ----------------------------------------------------------------------------
+
+_O_PATH: Final = getattr(os, "O_PATH", os.O_RDONLY)
+
+
+def _open_local(path: str, roots: tuple[str, ...] | None) -> BinaryIO:
+    """``open(path, "rb")``, confined to ``roots`` when they are given."""
+    if roots is None:
+        return open(path, "rb")  # the caller closes it
+    fd = _open_confined(path, os.O_RDONLY | os.O_CLOEXEC, roots)
+    try:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _open_confined(path: str, flags: int, roots: tuple[str, ...] | None) -> int:
+    """``os.open(path, flags)``; with ``roots``, only when the file really opened lies below
+    one of them, else :class:`OutsideLocalRootsError`.
+
+    The check is on the descriptor, after the open (``/proc/self/fd``), so no symlink swapped
+    in between a check and the open can lead the read elsewhere. Before it, a path outside
+    the roots both as written and as resolved is not opened at all (``..``, absolute paths
+    elsewhere); one written inside that a symlink leads out of is opened and closed unread
+    (``O_NOCTTY`` and ``O_NONBLOCK``: a terminal or FIFO there does no harm). When the
+    open fails, the path is resolved (``realpath``): outside, the answer is the same refusal
+    as for an outside file that exists, so a refusal tells nothing about what is there. (A
+    symlink swapped between the failed open and that resolution can still make an outside
+    miss answer "absent": which outside paths exist, never their content.)
+    """
+    if roots is None:
+        return os.open(path, flags)
+    absolute = os.path.abspath(path)
+    real_roots = _real_roots(roots)
+    lexically = _below(absolute, roots) or _below(absolute, real_roots)
+    if not lexically and not _below(os.path.realpath(absolute), real_roots):
+        raise _outside(path, roots)  # not opened at all
+    try:
+        fd = os.open(path, flags | os.O_NOCTTY | os.O_NONBLOCK)
+    except OSError:
+        if not _below(os.path.realpath(path), real_roots):
+            raise _outside(path, roots) from None
+        raise
+    try:
+        opened = _opened_path(fd, path)
+    except BaseException:
+        os.close(fd)
+        raise
+    if opened is None or not _below(opened, real_roots):
+        os.close(fd)
+        raise _outside(path, roots)
+    return fd
+
+
+def _opened_path(fd: int, path: str) -> str | None:
+    """The real path of the file open at ``fd`` (``None``: it cannot be told)."""
+    with contextlib.suppress(OSError):
+        return os.readlink(f"/proc/self/fd/{fd}")  # Linux: what the kernel opened
+    # Elsewhere: the resolved path, if it is the very file that was opened.
+    real = os.path.realpath(path)
+    try:
+        st, opened = os.stat(real), os.fstat(fd)
+    except OSError:
+        return None
+    return real if (st.st_dev, st.st_ino) == (opened.st_dev, opened.st_ino) else None
+
+
+@functools.lru_cache(maxsize=64)
+def _real_roots(roots: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(os.path.realpath(r) for r in roots)
+
+
+def _below(path: str, roots: tuple[str, ...]) -> bool:
+    return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
+
+
+def _outside(path: str, roots: tuple[str, ...]) -> OutsideLocalRootsError:
+    shown = ", ".join(roots) or "none"
+    return OutsideLocalRootsError(
+        f"local path {path!r} {OUTSIDE_LOCAL_ROOTS} ({shown}), so it is not read"
+    )
 
 
 def _make_filesystem(

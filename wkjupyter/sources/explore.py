@@ -301,7 +301,10 @@ async def _explore_input(
     except (ValueError, TypeError) as err:
         steps.append(ExploreStep(_redact(item.url), "url", "failed", str(err)))
         return [], steps
-    if store.parsed.scheme == "file" and not Path(store.parsed.root).exists():
+    confined = options is not None and options.local_roots is not None
+    # Under local roots the store's own reads decide (they refuse an outside path whether or
+    # not it exists); a direct look here would tell a missing outside path from a present one.
+    if store.parsed.scheme == "file" and not confined and not Path(store.parsed.root).exists():
         message = f"{store.url!r} does not exist on this machine; check the path"
         steps.append(ExploreStep(store.url, "url", "failed", message))
         return [], steps
