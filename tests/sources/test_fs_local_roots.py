@@ -14,14 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from wkjupyter.errors import RemoteAccessError
-from wkjupyter.sources._fs import (
-    _MISS,
-    AccessOptions,
-    OutsideLocalRootsError,
-    Store,
-    _read_cached,
-)
+from wkjupyter.errors import OutsideLocalRootsError, RemoteAccessError
+from wkjupyter.sources._fs import AccessOptions, Store
+from wkjupyter.sources._fs_local import MISS, read_cached
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
@@ -103,7 +98,7 @@ def test_every_read_through_a_symlink_out_is_refused(tree: tuple[Path, Path]) ->
         "list-dir-link": lambda: run(store.list_dir("linkdir")),
         "child-store": lambda: run(store.child("linkdir").get("secret")),
         "dot-dot": lambda: run(store.child("../..").get("outside/secret")),
-        "page-cache-path": lambda: _read_cached(str(root / "data" / "link"), None, (str(root),)),
+        "page-cache-path": lambda: read_cached(str(root / "data" / "link"), None, (str(root),)),
     }
     for name, call in calls.items():
         assert SECRET.decode() not in refusal(call), name
@@ -172,6 +167,6 @@ def test_options_normalise_and_pickle(tmp_path: Path, monkeypatch: pytest.Monkey
 def test_fast_path_still_misses_to_the_thread(tree: tuple[Path, Path]) -> None:
     root, _ = tree
     roots = (str(root),)
-    got = _read_cached(str(root / "data" / "a"), None, roots)
-    assert got in (b"inside", _MISS)
-    assert _read_cached(str(root / "data" / "missing"), None, roots) is None
+    got = read_cached(str(root / "data" / "a"), None, roots)
+    assert got in (b"inside", MISS)
+    assert read_cached(str(root / "data" / "missing"), None, roots) is None

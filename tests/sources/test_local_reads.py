@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from wkjupyter.sources._fs import _MISS, Store, _read_cached, _read_local
+from wkjupyter.sources._fs import Store
+from wkjupyter.sources._fs_local import MISS, read_cached, read_local
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -29,8 +30,8 @@ def store(tmp_path: Path) -> Store:
 def test_fast_path_equals_threaded_read(tmp_path: Path, byte_range: tuple[int, int] | None) -> None:
     (tmp_path / "a").write_bytes(DATA)
     path = str(tmp_path / "a")
-    fast = _read_cached(path, byte_range)
-    assert fast is _MISS or fast == _read_local(path, byte_range)
+    fast = read_cached(path, byte_range)
+    assert fast is MISS or fast == read_local(path, byte_range)
 
 
 def test_store_reads_through_either_path(store: Store) -> None:
@@ -50,5 +51,5 @@ def test_store_reads_through_either_path(store: Store) -> None:
 
 
 def test_missing_file_is_none_without_a_thread(tmp_path: Path) -> None:
-    assert _read_cached(str(tmp_path / "nope"), None) is None
-    assert _read_cached(str(tmp_path / "nope" / "deeper"), None) is None
+    assert read_cached(str(tmp_path / "nope"), None) is None
+    assert read_cached(str(tmp_path / "nope" / "deeper"), None) is None

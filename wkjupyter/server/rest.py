@@ -59,7 +59,8 @@ from wkjupyter.errors import (
 from wkjupyter.server import _api_input as parse
 from wkjupyter.server._api_input import ApiError
 from wkjupyter.server.data import JSON_TYPE
-from wkjupyter.sources._fs import OUTSIDE_LOCAL_ROOTS, AccessOptions
+from wkjupyter.sources._fs import AccessOptions
+from wkjupyter.sources._fs_local import OUTSIDE_LOCAL_ROOTS
 from wkjupyter.sources._fs_urls import join_url, parse_url
 from wkjupyter.sources.explore import ExploreReport, explore_async, storage_urls
 

@@ -27,19 +27,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
-import functools
 import json
 import os
-import stat
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Final, TypeAlias
+from typing import TYPE_CHECKING, Any
 
 from wkjupyter.errors import (
     InvalidKeyError,
     MetadataError,
-    OutsideLocalRootsError,
     RemoteAccessError,
     SourceGoneError,
     WkJupyterError,
@@ -50,6 +45,13 @@ from wkjupyter.sources._fs_clients import (
     close_clients,
     make_gcs_fs,
     make_s3_fs,
+)
+from wkjupyter.sources._fs_credentials import (
+    Credential,
+    GcsCredential,
+    HttpCredential,
+    S3Credential,
+    secrets_of,
 )
 from wkjupyter.sources._fs_errors import (
     Witness,
@@ -69,6 +71,14 @@ from wkjupyter.sources._fs_limits import (
     upstream_label,
     upstream_of,
 )
+from wkjupyter.sources._fs_local import (
+    MISS,
+    is_local_file,
+    list_local,
+    read_cached,
+    read_local,
+    read_local_suffix,
+)
 from wkjupyter.sources._fs_urls import ParsedUrl, Scheme, join_url, parse_url
 from wkjupyter.sources._sizes import parse_size
 
@@ -83,7 +93,6 @@ __all__ = [
     "Credential",
     "GcsCredential",
     "HttpCredential",
-    "OutsideLocalRootsError",
     "S3Credential",
     "Store",
     "close_filesystems",
@@ -93,83 +102,6 @@ __all__ = [
     "serving",
     "translate_error",
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class HttpCredential:
-    """HTTP basic auth (``username``, ``password``) or a bearer ``token``."""
-
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    token: str | None = field(default=None, repr=False)
-
-    def __post_init__(self) -> None:
-        if self.token is None and self.username is None:
-            msg = "HttpCredential needs a username (with password) or a bearer token"
-            raise ValueError(msg)
-
-
-@dataclass(frozen=True, slots=True)
-class S3Credential:
-    """An S3 access key; ``endpoint_url`` for S3-compatible stores (MinIO, Ceph ...)."""
-
-    key_id: str
-    secret: str = field(repr=False)
-    endpoint_url: str | None = None
-    region: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class GcsCredential:
-    """A Google Cloud service account, as its JSON key file's text or parsed dict.
-
-    ``endpoint_url`` points at a GCS-compatible endpoint (an emulator) instead of Google's.
-    """
-
-    service_account_json: str | dict[str, Any] = field(repr=False)
-    endpoint_url: str | None = None
-
-    def info(self) -> dict[str, Any]:
-        """The service account as a dict; ``ValueError`` if it is not a JSON object."""
-        if isinstance(self.service_account_json, dict):
-            return self.service_account_json
-        try:
-            parsed = json.loads(self.service_account_json)
-        except json.JSONDecodeError as err:
-            msg = "GcsCredential: the service-account JSON is not valid JSON"
-            raise ValueError(msg) from err
-        if not isinstance(parsed, dict):
-            msg = "GcsCredential: the service-account JSON must be an object"
-            raise ValueError(msg)
-        return parsed
-
-    def __hash__(self) -> int:  # a dict is unhashable; its canonical JSON is not
-        return hash((_canonical_json(self.service_account_json), self.endpoint_url))
-
-
-Credential: TypeAlias = HttpCredential | S3Credential | GcsCredential
-
-
-def _canonical_json(value: str | dict[str, Any]) -> str:
-    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
-
-
-def _secrets(credential: Credential | None) -> list[str]:
-    """The strings of ``credential`` that must never appear in a message."""
-    if isinstance(credential, HttpCredential):
-        values = [credential.password, credential.token]
-    elif isinstance(credential, S3Credential):
-        values = [credential.secret]
-    elif isinstance(credential, GcsCredential):
-        raw = credential.service_account_json
-        values = [_canonical_json(raw)] if isinstance(raw, str) else []
-        with contextlib.suppress(ValueError):
-            info = credential.info()
-            values += [str(info.get("private_key", "")), str(info.get("private_key_id", ""))]
-    else:
-        values = []
-    # Very short secrets would blank out ordinary words; they are refused by servers anyway.
-    return sorted({v for v in values if v and len(v) >= 4}, key=len, reverse=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +115,7 @@ class AccessOptions:
     ``local_roots`` confines local reads: ``None`` (the default) reads any local path; a
     tuple of directories (``~`` expanded, relative to the working directory) lets a store
     open only files and folders that really lie below one of them, checked on every open
-    (symlinks and ``..`` resolved; see :func:`_open_confined`), so metadata that names a
+    (symlinks and ``..`` resolved; see :func:`open_confined`), so metadata that names a
     path elsewhere raises :class:`OutsideLocalRootsError` instead of being read. An empty
     tuple refuses every local read. The REST API sets it to the server's allowed roots.
 
@@ -229,9 +161,6 @@ class AccessOptions:
 
 def _int_or_none(text: str | None) -> int | None:
     return None if text is None or not text.strip() else int(text)
-
-
-OUTSIDE_LOCAL_ROOTS: Final = "is outside the allowed local roots"
 
 
 def _normal_root(root: str | os.PathLike[str]) -> str:
@@ -323,10 +252,10 @@ class Store:
                 scheme = self.parsed.scheme
                 if scheme == "file":
                     path, roots = self._path(key), self.options.local_roots
-                    cached = _read_cached(path, byte_range, roots)
-                    if cached is _MISS:  # not in the page cache: read in a thread
+                    cached = read_cached(path, byte_range, roots)
+                    if cached is MISS:  # not in the page cache: read in a thread
                         cached = await call.run(
-                            asyncio.to_thread(_read_local, path, byte_range, roots)
+                            asyncio.to_thread(read_local, path, byte_range, roots)
                         )
                     data = cached  # type: ignore[assignment]
                 elif scheme in ("http", "https"):
@@ -365,7 +294,7 @@ class Store:
         async with self._request(key) as call:
             scheme = self.parsed.scheme
             if scheme == "file":
-                return _is_local_file(self._path(key), self.options.local_roots)
+                return is_local_file(self._path(key), self.options.local_roots)
             if scheme in ("http", "https"):
                 return await call.run(_fs_http.http_exists(await self._http_session(), call.url))
             fs = await self.filesystem()
@@ -393,7 +322,7 @@ class Store:
             scheme = self.parsed.scheme
             if scheme == "file":
                 return await asyncio.to_thread(
-                    _list_local, self._path(key), self.options.local_roots
+                    list_local, self._path(key), self.options.local_roots
                 )
             if scheme in ("http", "https"):
                 return await call.run(_fs_http.http_list(await self._http_session(), call.url))
@@ -426,7 +355,7 @@ class Store:
             paths = [self._path(k) for k in keys]
             roots = self.options.local_roots
             datas = await call.run(
-                asyncio.to_thread(lambda: [_read_local(p, None, roots) for p in paths])
+                asyncio.to_thread(lambda: [read_local(p, None, roots) for p in paths])
             )
         if self._witness and None in datas:
             await self._vouch_for(keys[datas.index(None)])
@@ -445,7 +374,7 @@ class Store:
             _validate_key(key)
         try:
             roots = self.options.local_roots
-            return [_read_local(self._path(k), None, roots) for k in keys]
+            return [read_local(self._path(k), None, roots) for k in keys]
         except OSError as err:
             raise translate_error(err, self.url) from err
 
@@ -457,7 +386,7 @@ class Store:
                 scheme = self.parsed.scheme
                 if scheme == "file":
                     coro = asyncio.to_thread(
-                        _read_local_suffix, self._path(key), nbytes, self.options.local_roots
+                        read_local_suffix, self._path(key), nbytes, self.options.local_roots
                     )
                 elif scheme in ("http", "https"):
                     coro = _fs_http.http_get(await self._http_session(), call.url, None, nbytes)
@@ -507,7 +436,7 @@ class Store:
     def _scrub(self, err: WkJupyterError) -> WkJupyterError:
         """``err`` with any of the credential's secrets blanked out of its message."""
         text = str(err)
-        secrets = [s for s in _secrets(self.credential) if s in text]
+        secrets = [s for s in secrets_of(self.credential) if s in text]
         if not secrets:
             return err
         for secret in secrets:
@@ -603,201 +532,6 @@ def _check_credential_scheme(scheme: Scheme, credential: Credential | None, url:
         what = want.__name__ if want else "no credential"
         msg = f"a {type(credential).__name__} cannot be used for {url!r}: {scheme} URLs take {what}"
         raise TypeError(msg)
-
-
-_MISS: Final = object()
-_NOWAIT: Final = getattr(os, "RWF_NOWAIT", None)
-_MAX_CACHED_READ: Final = 16 * 2**20
-
-
-def _read_cached(
-    path: str, byte_range: tuple[int, int] | None, roots: tuple[str, ...] | None = None
-) -> bytes | object | None:
-    """A local file's bytes when the page cache holds all of them, else ``_MISS``.
-
-    ``preadv(RWF_NOWAIT)`` (Linux) fails instead of waiting for the disk, so this never
-    blocks the event loop on data; a miss goes to a thread. It spares the thread hand-off,
-    which costs ten times the read of a cached chunk (bench/serve.py). ``None``: no such file.
-    """
-    if _NOWAIT is None:
-        return _MISS
-    try:
-        fd = _open_confined(path, os.O_RDONLY | os.O_CLOEXEC, roots)
-    except OutsideLocalRootsError:
-        raise
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    except OSError:
-        return _MISS
-    try:
-        size = os.fstat(fd).st_size
-        start, end = byte_range if byte_range is not None else (0, size)
-        length = max(0, min(end, size) - start)
-        if length == 0 or length > _MAX_CACHED_READ:
-            return b"" if length == 0 and start <= size else _MISS
-        buffer = bytearray(length)
-        if os.preadv(fd, [buffer], start, _NOWAIT) != length:
-            return _MISS
-        return bytes(buffer)
-    except OSError:  # BlockingIOError: not cached; EISDIR, EOPNOTSUPP ...: let the thread say
-        return _MISS
-    finally:
-        os.close(fd)
-
-
-def _read_local(
-    path: str, byte_range: tuple[int, int] | None, roots: tuple[str, ...] | None = None
-) -> bytes | None:
-    try:
-        with _open_local(path, roots) as f:
-            if byte_range is None:
-                return f.read()
-            start, end = byte_range
-            f.seek(start)
-            return f.read(max(0, end - start))
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-        return None
-
-
-def _read_local_suffix(
-    path: str, nbytes: int, roots: tuple[str, ...] | None = None
-) -> bytes | None:
-    try:
-        with _open_local(path, roots) as f:
-            size = f.seek(0, os.SEEK_END)
-            f.seek(max(0, size - nbytes))
-            return f.read()
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-        return None
-
-
-def _list_local(path: str, roots: tuple[str, ...] | None = None) -> list[str]:
-    try:
-        if roots is None:
-            with os.scandir(path) as it:
-                return sorted(e.name + ("/" if e.is_dir() else "") for e in it)
-        fd = _open_confined(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, roots)
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-    # A symlink that leads outside the roots is left out: whether it names a folder (or
-    # anything) there must not show, and nothing below it could be read anyway. Entries are
-    # looked at through the open folder, while it is open.
-    real_roots = _real_roots(roots)
-    names = []
-    try:
-        with os.scandir(fd) as it:
-            for e in it:
-                if e.is_symlink() and not _below(
-                    os.path.realpath(os.path.join(path, e.name)), real_roots
-                ):
-                    continue
-                names.append(e.name + ("/" if e.is_dir() else ""))
-    finally:
-        os.close(fd)
-    return sorted(names)
-
-
-def _is_local_file(path: str, roots: tuple[str, ...] | None) -> bool:
-    if roots is None:
-        return Path(path).is_file()
-    try:  # O_PATH: no read permission needed, as for stat, and no open side effects
-        fd = _open_confined(path, _O_PATH | os.O_CLOEXEC, roots)
-    except OutsideLocalRootsError:
-        raise
-    except OSError as err:
-        if err.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EACCES):
-            return False
-        raise
-    try:
-        return stat.S_ISREG(os.fstat(fd).st_mode)
-    finally:
-        os.close(fd)
-
-
-# -- local roots ----------------------------------------------------------------------------
-
-_O_PATH: Final = getattr(os, "O_PATH", os.O_RDONLY)
-
-
-def _open_local(path: str, roots: tuple[str, ...] | None) -> BinaryIO:
-    """``open(path, "rb")``, confined to ``roots`` when they are given."""
-    if roots is None:
-        return open(path, "rb")  # the caller closes it
-    fd = _open_confined(path, os.O_RDONLY | os.O_CLOEXEC, roots)
-    try:
-        if stat.S_ISDIR(os.fstat(fd).st_mode):
-            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
-
-
-def _open_confined(path: str, flags: int, roots: tuple[str, ...] | None) -> int:
-    """``os.open(path, flags)``; with ``roots``, only when the file really opened lies below
-    one of them, else :class:`OutsideLocalRootsError`.
-
-    The check is on the descriptor, after the open (``/proc/self/fd``), so no symlink swapped
-    in between a check and the open can lead the read elsewhere. Before it, a path outside
-    the roots both as written and as resolved is not opened at all (``..``, absolute paths
-    elsewhere); one written inside that a symlink leads out of is opened and closed unread
-    (``O_NOCTTY`` and ``O_NONBLOCK``: a terminal or FIFO there does no harm). When the
-    open fails, the path is resolved (``realpath``): outside, the answer is the same refusal
-    as for an outside file that exists, so a refusal tells nothing about what is there. (A
-    symlink swapped between the failed open and that resolution can still make an outside
-    miss answer "absent": which outside paths exist, never their content.)
-    """
-    if roots is None:
-        return os.open(path, flags)
-    absolute = os.path.abspath(path)
-    real_roots = _real_roots(roots)
-    lexically = _below(absolute, roots) or _below(absolute, real_roots)
-    if not lexically and not _below(os.path.realpath(absolute), real_roots):
-        raise _outside(path, roots)  # not opened at all
-    try:
-        fd = os.open(path, flags | os.O_NOCTTY | os.O_NONBLOCK)
-    except OSError:
-        if not _below(os.path.realpath(path), real_roots):
-            raise _outside(path, roots) from None
-        raise
-    try:
-        opened = _opened_path(fd, path)
-    except BaseException:
-        os.close(fd)
-        raise
-    if opened is None or not _below(opened, real_roots):
-        os.close(fd)
-        raise _outside(path, roots)
-    return fd
-
-
-def _opened_path(fd: int, path: str) -> str | None:
-    """The real path of the file open at ``fd`` (``None``: it cannot be told)."""
-    with contextlib.suppress(OSError):
-        return os.readlink(f"/proc/self/fd/{fd}")  # Linux: what the kernel opened
-    # Elsewhere: the resolved path, if it is the very file that was opened.
-    real = os.path.realpath(path)
-    try:
-        st, opened = os.stat(real), os.fstat(fd)
-    except OSError:
-        return None
-    return real if (st.st_dev, st.st_ino) == (opened.st_dev, opened.st_ino) else None
-
-
-@functools.lru_cache(maxsize=64)
-def _real_roots(roots: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(os.path.realpath(r) for r in roots)
-
-
-def _below(path: str, roots: tuple[str, ...]) -> bool:
-    return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
-
-
-def _outside(path: str, roots: tuple[str, ...]) -> OutsideLocalRootsError:
-    shown = ", ".join(roots) or "none"
-    return OutsideLocalRootsError(
-        f"local path {path!r} {OUTSIDE_LOCAL_ROOTS} ({shown}), so it is not read"
-    )
 
 
 def _make_filesystem(
