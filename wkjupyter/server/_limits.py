@@ -24,13 +24,14 @@ connection caps belong to the proxy in front of it (README, "Serving as OME-Zarr
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
 import socket
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from tornado import gen
 from tornado.httpserver import HTTPServer
@@ -182,35 +183,53 @@ class _HeadLimitedStream(IOStream):
     def read_until_regex(self, regex: bytes, max_bytes: int | None = None) -> Awaitable[bytes]:
         if max_bytes is None:  # not a request head (HTTP1Connection always bounds those)
             return super().read_until_regex(regex, max_bytes)
-        return self._read_head()
+        # A plain future, checked in a callback: a coroutine here would become one more task
+        # per request (tornado wraps the head read in gen.with_timeout), a cost every chunk
+        # request pays (bench/serve.py).
+        head_read = cast("asyncio.Future[bytes]", super().read_until_regex(self._head))
+        answer: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
 
-    async def _read_head(self) -> bytes:
-        head = await super().read_until_regex(self._head)
+        def check(done: asyncio.Future[bytes]) -> None:
+            if answer.done():
+                return
+            if done.cancelled():
+                answer.cancel()
+            elif (err := done.exception()) is not None:
+                answer.set_exception(err)
+            elif (refusal := self._refusal(done.result())) is None:
+                answer.set_result(done.result())
+            else:
+                refused = asyncio.ensure_future(answer_and_close(self, *refusal))
+                refused.add_done_callback(closed)
+
+        def closed(_: asyncio.Future[None]) -> None:
+            if not answer.done():  # HTTP1ServerConnection then ends the connection quietly
+                answer.set_exception(StreamClosedError())
+
+        head_read.add_done_callback(check)
+        return answer
+
+    def _refusal(self, head: bytes) -> tuple[int, str, str] | None:
+        """The status, reason and message that refuse ``head``; ``None`` if it is within
+        the limits."""
         line_end = head.find(b"\n")
         line = len(head) if line_end < 0 else line_end
-        if line > self._limits.max_request_line or len(head) > self._limits.max_header_size:
+        limits = self._limits
+        if line > limits.max_request_line or len(head) > limits.max_header_size:
             # Not the request line itself: it may hold secrets.
             log.info("request head too large from %s (%d bytes read)", _peer(self), len(head))
-        if line > self._limits.max_request_line:
-            await answer_and_close(
-                self, 414, "URI Too Long",
-                f"the request line is longer than {self._limits.max_request_line} bytes",
-            )  # fmt: skip
-        elif len(head) > self._limits.max_header_size:
-            await answer_and_close(
-                self, 431, "Request Header Fields Too Large",
-                f"the request headers are larger than {self._limits.max_header_size} bytes",
-            )  # fmt: skip
-        elif (length := _content_length(head)) > self._limits.max_body_size:
+        if line > limits.max_request_line:
+            message = f"the request line is longer than {limits.max_request_line} bytes"
+            return 414, "URI Too Long", message
+        if len(head) > limits.max_header_size:
+            message = f"the request headers are larger than {limits.max_header_size} bytes"
+            return 431, "Request Header Fields Too Large", message
+        if (length := _content_length(head)) > limits.max_body_size:
             # Before the body is read (tornado would read it, then drop the connection).
             log.info("request body of %d bytes refused from %s", length, _peer(self))
-            await answer_and_close(
-                self, 413, "Content Too Large",
-                f"the request body is larger than {self._limits.max_body_size} bytes",
-            )  # fmt: skip
-        else:
-            return head
-        raise StreamClosedError  # HTTP1ServerConnection ends the connection quietly
+            message = f"the request body is larger than {limits.max_body_size} bytes"
+            return 413, "Content Too Large", message
+        return None
 
 
 async def answer_and_close(
