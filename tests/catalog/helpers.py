@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from typing import TYPE_CHECKING
 
 from wkjupyter.catalog.models import User
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from sqlalchemy.orm import Session
 
 
@@ -16,3 +20,12 @@ def add_user(session: Session, name: str, role: str = "editor") -> User:
     session.add(user)
     session.flush()
     return user
+
+
+def sqlite_backup(path: Path, to: Path) -> None:
+    """A consistent copy of a SQLite catalog (SQLite's backup API), as an admin takes one."""
+    with (
+        contextlib.closing(sqlite3.connect(path)) as src,
+        contextlib.closing(sqlite3.connect(to)) as dst,
+    ):
+        src.backup(dst)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import pytest
 from sqlalchemy import func, make_url, select, text
 
+from tests.catalog.helpers import sqlite_backup
 from wkjupyter.catalog.access import Grant
 from wkjupyter.catalog.core import Catalog
 from wkjupyter.catalog.models import Team
@@ -43,21 +44,13 @@ def teams(catalog: Catalog) -> list[str]:
     return catalog.run(lambda s: sorted(s.scalars(select(Team.name))))
 
 
-def backup(path: Path, to: Path) -> None:
-    with (
-        contextlib.closing(sqlite3.connect(path)) as src,
-        contextlib.closing(sqlite3.connect(to)) as dst,
-    ):
-        src.backup(dst)
-
-
 def test_a_replaced_file_is_reopened_before_the_next_transaction(
     sqlite_catalog: Catalog, tmp_path: Path
 ) -> None:
     catalog = sqlite_catalog
     path = tmp_path / "cat.sqlite"
     catalog.run(add_team("before"))
-    backup(path, tmp_path / "backup.sqlite")
+    sqlite_backup(path, tmp_path / "backup.sqlite")
     catalog.run(add_team("after-backup"))  # in the old file's write-ahead log
     assert teams(catalog) == ["after-backup", "before"]
 
@@ -93,7 +86,7 @@ def test_the_grant_cache_follows_the_file(sqlite_catalog: Catalog, tmp_path: Pat
     path = tmp_path / "cat.sqlite"
     cache = GrantCache.for_catalog(sqlite_catalog)
     assert cache is not None
-    backup(path, tmp_path / "backup.sqlite")
+    sqlite_backup(path, tmp_path / "backup.sqlite")
     cache.put(("public", "ds"), Grant(1, "ds", "v1"), cache.version)
     assert cache.get(("public", "ds"))[0]
     os.replace(tmp_path / "backup.sqlite", path)  # data_version of the old file: unchanged

@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import signal
-import sqlite3
 import subprocess
 import urllib.error
 import urllib.request
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING
 import pytest
 from sqlalchemy import make_url
 
+from tests.catalog.helpers import sqlite_backup
 from tests.server.conftest import write_sparse_ome_zarr
 from tests.server.live import LiveServer, fetch, serve_process
 from wkjupyter.cli import main
@@ -98,15 +98,6 @@ def cli(world: World, *args: str, capsys: pytest.CaptureFixture[str]) -> tuple[i
     code = main([*args, "--catalog-url", world.url, "--user", "owner"])
     out = capsys.readouterr()
     return code, out.out, out.err
-
-
-def sqlite_backup(path: Path, to: Path) -> None:
-    """A consistent copy of a SQLite catalog (SQLite's backup API), as an admin takes one."""
-    with (
-        contextlib.closing(sqlite3.connect(path)) as src,
-        contextlib.closing(sqlite3.connect(to)) as dst,
-    ):
-        src.backup(dst)
 
 
 # -- issue 9.3: the SQLite file replaced or deleted ------------------------------------------

@@ -17,7 +17,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 from wkjupyter.errors import InvalidKeyError
 
-__all__ = ["ParsedUrl", "Scheme", "join_url", "parse_url"]
+__all__ = ["ParsedUrl", "Scheme", "join_url", "parse_url", "redact_url"]
 
 Scheme = Literal["file", "http", "https", "s3", "gs"]
 
@@ -50,7 +50,7 @@ def parse_url(url: str) -> ParsedUrl:
         netloc, _, path = rest.partition("/")
         if "@" in netloc:
             msg = (
-                f"cannot read {_redact(url)!r}: put S3/GCS keys in a credential "
+                f"cannot read {redact_url(url)!r}: put S3/GCS keys in a credential "
                 "(S3Credential, GcsCredential), not in the URL"
             )
             raise ValueError(msg)
@@ -65,7 +65,7 @@ def parse_url(url: str) -> ParsedUrl:
         root = f"{netloc}/{path}".rstrip("/")
         return ParsedUrl("gs" if scheme == "gcs" else scheme, root)  # type: ignore[arg-type]
     msg = (
-        f"cannot read {_redact(url)!r}: unsupported URL scheme {scheme!r}; use a local path, "
+        f"cannot read {redact_url(url)!r}: unsupported URL scheme {scheme!r}; use a local path, "
         "file://, http(s)://, s3:// or gs://"
     )
     raise ValueError(msg)
@@ -77,16 +77,16 @@ def _parse_http(url: str) -> ParsedUrl:
     try:
         parsed = yarl.URL(url)  # percent-encodes what must be, keeps existing %XX escapes
     except ValueError as err:
-        msg = f"cannot read {_redact(url)!r}: not a valid URL ({err})"
+        msg = f"cannot read {redact_url(url)!r}: not a valid URL ({err})"
         raise ValueError(msg) from None
     if not parsed.host:
-        msg = f"cannot read {_redact(url)!r}: the URL names no host"
+        msg = f"cannot read {redact_url(url)!r}: the URL names no host"
         raise ValueError(msg)
     if parsed.user is not None or parsed.password is not None:
         # Taken as a credential here, the password was lost on import (catalogs store URLs
         # without user info and only the credentials given as such), and URLs reach logs.
         msg = (
-            f"cannot read {_redact(url)!r}: give the user name and password as a credential, "
+            f"cannot read {redact_url(url)!r}: give the user name and password as a credential, "
             "not in the URL (URLs end up in logs and catalogs): "
             "explore(url, HttpCredential(username, password)) in Python, "
             '{"credential": {"kind": "http", "username": ..., "password": ...}} in the REST API'
@@ -98,7 +98,7 @@ def _parse_http(url: str) -> ParsedUrl:
     return ParsedUrl(parsed.scheme, root)  # type: ignore[arg-type]
 
 
-def _redact(url: str) -> str:
+def redact_url(url: str) -> str:
     """``url`` without the password of any user info."""
     return re.sub(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@]*@", r"\1***@", url)
 

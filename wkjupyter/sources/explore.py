@@ -31,7 +31,7 @@ from wkjupyter.errors import (
 from wkjupyter.geometry import LENGTH_UNITS, BoundingBox, Mag, Vec3, VoxelSize
 from wkjupyter.sources._base import sync
 from wkjupyter.sources._fs import AccessOptions, Credential, Store
-from wkjupyter.sources._fs_urls import _redact
+from wkjupyter.sources._fs_urls import redact_url
 from wkjupyter.sources._report import ExploreReport, ExploreStep
 from wkjupyter.sources.neuroglancer import (
     is_neuroglancer_url,
@@ -225,7 +225,7 @@ def _inputs_of(url: str, steps: list[ExploreStep]) -> list[_Input]:
         spec = split_source(url)
     except WkJupyterError as err:
         message = _unsupported_scheme(url) if isinstance(err, UnsupportedFormatError) else None
-        steps.append(ExploreStep(_short(_redact(url)), "url", "failed", message or str(err)))
+        steps.append(ExploreStep(_short(redact_url(url)), "url", "failed", message or str(err)))
         return []
     return [_input(spec)]
 
@@ -264,7 +264,7 @@ def _unsupported_scheme(url: str) -> str | None:
     if match is None or "|" in url or url.count("://") > 1:
         return None
     return (
-        f"{_redact(url.strip())!r} uses '{match.group(1)}://', which wkjupyter cannot read; "
+        f"{redact_url(url.strip())!r} uses '{match.group(1)}://', which wkjupyter cannot read; "
         "give a local path or a URL at http(s)://, gs://, s3://, s3+http(s):// or file:// "
         "(Neuroglancer sources such as precomputed://gs://bucket/path or "
         "gs://bucket/path|zarr3: work too)"
@@ -299,7 +299,7 @@ async def _explore_input(
     try:
         store = _ExploreStore(item.url, credential, options)
     except (ValueError, TypeError) as err:
-        steps.append(ExploreStep(_redact(item.url), "url", "failed", str(err)))
+        steps.append(ExploreStep(redact_url(item.url), "url", "failed", str(err)))
         return [], steps
     confined = options is not None and options.local_roots is not None
     # Under local roots the store's own reads decide (they refuse an outside path whether or
